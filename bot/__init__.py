@@ -1,0 +1,1 @@
+"""The running kneecoach service: settings, CLI, channel adapters, scheduler and delivery."""

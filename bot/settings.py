@@ -1,0 +1,89 @@
+"""Configuration from environment variables (or a .env file), each with a safe default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KNEECOACH_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    database_url: str = "sqlite+aiosqlite:///kneecoach.db"
+    telegram_token: SecretStr | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+    listen: str = "0.0.0.0:8080"
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    # Kept as the raw string so a .env line `KNEECOACH_ADMINS=telegram:1` is not parsed as JSON.
+    admins: str = ""
+    tick_seconds: float = Field(30, gt=0, le=3600)
+    grace_minutes: int = Field(180, ge=0, le=24 * 60)
+    send_rate: float = Field(28, gt=0, le=1000)
+    program_file: Path | None = None
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("use sqlite+aiosqlite:///file.db or postgresql+asyncpg://host/db")
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected host:port, for example 0.0.0.0:8080")
+        return value
+
+    @field_validator("admins")
+    @classmethod
+    def _admin_ids(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            channel, sep, user_id = item.partition(":")
+            if not sep or channel not in ("telegram", "slack", "console") or not user_id:
+                raise ValueError(f"{item!r} is not channel:user_id (telegram:123, slack:U0ABC)")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
+
+    @property
+    def admin_ids(self) -> frozenset[tuple[str, str]]:
+        """(channel, channel user id) pairs: role checks go by id, never by display name."""
+        pairs = (item.strip().partition(":") for item in self.admins.split(",") if item.strip())
+        return frozenset((channel, user_id) for channel, _, user_id in pairs)
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host, int(port)
+
+
+class SettingsError(Exception):
+    """One clear line naming the variable; the CLI prints it and exits with code 2."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "KNEECOACH_" + str(first["loc"][0]).upper() if first["loc"] else "KNEECOACH_*"
+        raise SettingsError(f"{name}: {first['msg']}") from None

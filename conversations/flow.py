@@ -1,0 +1,67 @@
+"""What a flow step sees (the context) and is (a question plus what its answer does)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from conversations.messages import Button, Inbound, Outbound
+from conversations.program.data import Program
+from conversations.questions import Question
+from conversations.schedule import local_date
+from storage.models import User
+from storage.repository import Repository
+
+# A step's answer returns where to go: "step" in the same flow, "flow:step", None (back to
+# idle), or ERASED when the user's rows are gone and there is no state left to save.
+ERASED = "!erased"
+
+
+@dataclass
+class Ctx:
+    repo: Repository
+    inbound: Inbound
+    user: User
+    now: datetime
+    program: Program
+    flow: str
+    answers: dict[str, Any]
+    replies: list[Outbound] = field(default_factory=list)
+
+    def say(self, text: str, buttons: tuple[tuple[Button, ...], ...] = (), **extra: Any) -> None:
+        self.replies.append(Outbound(channel=self.inbound.channel, chat_id=self.user.chat_id,
+                                     text=text, buttons=buttons, **extra))
+
+    @property
+    def today(self) -> date:
+        """The patient's local date."""
+        return local_date(self.now, self.user.timezone or "UTC")
+
+    async def alert_coach(self, text: str) -> None:
+        """Queue a message to the patient's coach, if they have one (delivered by the sender)."""
+        if self.user.coach_id is None:
+            return
+        coach = await self.repo.user_by_id(self.user.coach_id)
+        if coach is None:
+            return
+        name = self.user.display_name or f"{self.user.channel}:{self.user.channel_user_id}"
+        message = Outbound(channel=coach.channel, chat_id=coach.chat_id,  # type: ignore[arg-type]
+                           text=f"Alert about {name}: {text}")
+        await self.repo.enqueue(user_id=coach.id, channel=coach.channel, chat_id=coach.chat_id,
+                                kind="alert", payload=message.model_dump(mode="json"),
+                                now=self.now)
+
+
+Ask = Callable[[Ctx], Question]
+Answer = Callable[[Ctx, str], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class Step:
+    ask: Ask
+    answer: Answer
+
+
+Flow = dict[str, Step]

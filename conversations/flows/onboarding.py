@@ -1,0 +1,220 @@
+"""Onboarding: consent, the red-flag screen, the symptom questionnaire, the Kujala scale,
+the reminder schedule, and enrolment at a starting level."""
+
+from __future__ import annotations
+
+from conversations.flow import ERASED, Ctx, Flow, Step
+from conversations.program.rules import start_level
+from conversations.program.screening import (
+    CONSENT_VERSION,
+    DISCLAIMER,
+    KUJALA,
+    RED_FLAGS,
+    SIGNS,
+    kujala_score,
+)
+from conversations.questions import Question, choices, pain_scale, yes_no
+from conversations.schedule import (
+    describe_days,
+    next_prompt_at,
+    parse_days,
+    parse_time,
+    parse_timezone,
+)
+from storage.models import Assessment, PainReport, ProgramState, ProgressionEvent
+
+REFERRAL = (
+    "Thank you for telling me. That answer is a warning sign that needs a physiotherapist or "
+    "doctor to look at your knee before you start exercises, so I will not give you an "
+    "exercise program now. If the knee is hot, red and swollen, your calf is painful or "
+    "swollen, or you cannot bear weight, please seek urgent care today. Once you have been "
+    "assessed and told exercise is fine, send /resume."
+)
+
+
+def ask_consent(ctx: Ctx) -> Question:
+    return choices(f"{DISCLAIMER}\n\nDo you agree?",
+                   [("agree", "I agree"), ("decline", "I do not agree")], columns=2)
+
+
+async def answer_consent(ctx: Ctx, value: str) -> str | None:
+    if value == "decline":
+        await ctx.repo.erase_user(ctx.user.id)
+        ctx.say("Understood. I have not kept anything about you. If you change your mind, "
+                "send /start.")
+        return ERASED
+    ctx.user.consent_at = ctx.now
+    ctx.user.consent_version = CONSENT_VERSION
+    ctx.user.status = "onboarding"
+    ctx.user.display_name = ctx.inbound.display_name
+    ctx.say("Thank you. First, 8 quick safety questions.")
+    return start_screen(ctx)
+
+
+def start_screen(ctx: Ctx) -> str:
+    ctx.answers = {"redflags": [], "signs": [], "kujala": []}
+    return "onboarding:redflag_1"
+
+
+def _numbered(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}_{i}" for i in range(1, count + 1)]
+
+
+def _redflag_step(index: int) -> Step:
+    def ask(ctx: Ctx) -> Question:
+        return yes_no(f"Safety question {index + 1} of {len(RED_FLAGS)}: {RED_FLAGS[index]}")
+
+    async def answer(ctx: Ctx, value: str) -> str | None:
+        ctx.answers["redflags"] = [*ctx.answers["redflags"][:index], value]
+        if value == "yes":
+            ctx.repo.add(Assessment(user_id=ctx.user.id, kind="redflag",
+                                    answers={"answers": ctx.answers["redflags"],
+                                             "flag": index + 1}, score=None, created_at=ctx.now))
+            ctx.user.status = "referred"
+            ctx.say(REFERRAL)
+            await ctx.alert_coach(f"red flag at screening: {RED_FLAGS[index]} Referred to a "
+                                  "clinician; no program started.")
+            return None
+        if index + 1 < len(RED_FLAGS):
+            return f"redflag_{index + 2}"
+        ctx.say("Thank you, no warning signs. Now five questions about your symptoms.")
+        return "sign_1"
+
+    return Step(ask, answer)
+
+
+def _sign_step(index: int) -> Step:
+    def ask(ctx: Ctx) -> Question:
+        return yes_no(f"Symptom {index + 1} of {len(SIGNS)}: {SIGNS[index]}")
+
+    async def answer(ctx: Ctx, value: str) -> str | None:
+        ctx.answers["signs"] = [*ctx.answers["signs"][:index], value]
+        return f"sign_{index + 2}" if index + 1 < len(SIGNS) else "worst_pain"
+
+    return Step(ask, answer)
+
+
+def ask_worst_pain(ctx: Ctx) -> Question:
+    return pain_scale("In the last week, what was your worst knee pain during activity?")
+
+
+async def answer_worst_pain(ctx: Ctx, value: str) -> str | None:
+    ctx.answers["worst_pain"] = int(value)
+    return "knee"
+
+
+def ask_knee(ctx: Ctx) -> Question:
+    return choices("Which knee is painful?",
+                   [("left", "Left"), ("right", "Right"), ("both", "Both")], columns=3)
+
+
+async def answer_knee(ctx: Ctx, value: str) -> str | None:
+    ctx.answers["knee"] = value
+    ctx.say(f"Now the {len(KUJALA)} questions of the Kujala knee score, so we can see your "
+            "progress over the weeks.")
+    return "kujala_1"
+
+
+def _kujala_step(index: int) -> Step:
+    text, options = KUJALA[index]
+
+    def ask(ctx: Ctx) -> Question:
+        return choices(f"Knee score {index + 1} of {len(KUJALA)}: {text}",
+                       [(str(i), label) for i, (label, _) in enumerate(options)])
+
+    async def answer(ctx: Ctx, value: str) -> str | None:
+        ctx.answers["kujala"] = [*ctx.answers["kujala"][:index], int(value)]
+        return f"kujala_{index + 2}" if index + 1 < len(KUJALA) else "timezone"
+
+    return Step(ask, answer)
+
+
+TIMEZONE_HINT = ("I do not know that timezone. Send a nearby city (Berlin), a timezone name "
+                 "(America/New_York) or an offset (UTC+5:30).")
+
+
+def ask_timezone(ctx: Ctx) -> Question:
+    return Question("Which timezone are you in? Send a city, a timezone name or a UTC offset.",
+                    parse=parse_timezone, hint=TIMEZONE_HINT)
+
+
+def ask_time(ctx: Ctx) -> Question:
+    return choices("At what local time should I send your daily exercise reminder? Pick one or "
+                   "type a time such as 07:30.",
+                   [(t, t) for t in ("07:00", "08:00", "12:00", "18:00", "20:00")],
+                   hint="Please send a time of day such as 07:30 or 7pm.", parse=parse_time,
+                   columns=3)
+
+
+def ask_days(ctx: Ctx) -> Question:
+    return choices("On which days? Pick one or type days such as: mon wed fri.",
+                   [("1234567", "Every day"), ("12345", "Weekdays"), ("135", "Mon, Wed, Fri")],
+                   hint="Please pick a button or type days such as: mon wed fri.",
+                   parse=parse_days)
+
+
+async def answer_timezone(ctx: Ctx, value: str) -> str | None:
+    ctx.answers["timezone"] = value
+    return "reminder_time"
+
+
+async def answer_time(ctx: Ctx, value: str) -> str | None:
+    ctx.answers["reminder_time"] = value
+    return "reminder_days"
+
+
+async def answer_days(ctx: Ctx, value: str) -> str | None:
+    ctx.answers["reminder_days"] = value
+    await enrol(ctx)
+    return None
+
+
+async def enrol(ctx: Ctx) -> None:
+    """Store the questionnaire, choose the start level (R5) and schedule the first prompt."""
+    a, user = ctx.answers, ctx.user
+    user.knee, user.timezone = a["knee"], a["timezone"]
+    user.reminder_time, user.reminder_days = a["reminder_time"], a["reminder_days"]
+    user.status = "active"
+    kujala = kujala_score(a["kujala"])
+    for kind, answers, score in (
+        ("redflag", {"answers": a["redflags"]}, None),
+        ("symptoms", {"signs": a["signs"], "worst_pain": a["worst_pain"], "knee": a["knee"]},
+         a["signs"].count("yes")),
+        ("kujala", {"answers": a["kujala"]}, kujala),
+    ):
+        ctx.repo.add(Assessment(user_id=user.id, kind=kind, answers=answers, score=score,
+                                created_at=ctx.now))
+    ctx.repo.add(PainReport(user_id=user.id, at=ctx.now, pain=a["worst_pain"],
+                            context="baseline"))
+    level = start_level(a["worst_pain"])
+    reason = ("Your worst pain last week was 6 or more, so we start gently at level 1."
+              if level == 1 else "We start at level 2; it goes up as your knee allows.")
+    existing = await ctx.repo.program(user.id)
+    if existing is None:
+        program = ProgramState(user_id=user.id, level=level, started_on=ctx.today,
+                               baseline_worst_pain=a["worst_pain"], updated_at=ctx.now)
+        ctx.repo.add(program)
+    else:  # screened again after a referral
+        program = existing
+        program.level, program.paused_reason, program.updated_at = level, None, ctx.now
+    program.next_prompt_at = next_prompt_at(ctx.now, user.timezone, user.reminder_time,
+                                            user.reminder_days)
+    ctx.repo.add(ProgressionEvent(user_id=user.id, at=ctx.now, day=ctx.today, from_level=level,
+                                  to_level=level, action="start", rule="R5", message=reason))
+    ctx.say(f"All set. Your knee score is {kujala}/100 and you have {a['signs'].count('yes')} "
+            f"of the 5 typical knee-cap signs. {reason} I will remind you "
+            f"{describe_days(user.reminder_days)} at {user.reminder_time} ({user.timezone}). "
+            "Send /today to see your exercises now.")
+
+
+FLOW: Flow = {
+    "consent": Step(ask_consent, answer_consent),
+    **{name: _redflag_step(i) for i, name in enumerate(_numbered("redflag", len(RED_FLAGS)))},
+    **{name: _sign_step(i) for i, name in enumerate(_numbered("sign", len(SIGNS)))},
+    "worst_pain": Step(ask_worst_pain, answer_worst_pain),
+    "knee": Step(ask_knee, answer_knee),
+    **{name: _kujala_step(i) for i, name in enumerate(_numbered("kujala", len(KUJALA)))},
+    "timezone": Step(ask_timezone, answer_timezone),
+    "reminder_time": Step(ask_time, answer_time),
+    "reminder_days": Step(ask_days, answer_days),
+}

@@ -1,0 +1,252 @@
+"""The daily session: today's exercises, the report (done / partly / skipped, pain during),
+the next-morning check, ad-hoc pain reports, and applying the pain monitoring model."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from conversations.flow import Ctx, Flow, Step
+from conversations.program.rules import (
+    Decision,
+    LevelChange,
+    SessionFact,
+    decide,
+    pain_report_decision,
+    pain_zone,
+    restart_level,
+)
+from conversations.prompts import check_due
+from conversations.questions import Question, choices, pain_scale, yes_no
+from storage.models import PainReport, ProgressionEvent, Session
+
+HISTORY_DAYS = 60  # the rules look back at most 14 days, R7 to the last regression
+
+CLINICIAN_URGENT = (
+    "Please pause the exercises and see a physiotherapist or doctor soon. If the knee is hot, "
+    "red and swollen, you feel unwell, your calf is painful or you cannot bear weight, seek "
+    "urgent care today. I have paused your reminders; once a clinician has seen you, send "
+    "/resume."
+)
+CLINICIAN_REVIEW = (
+    "Please book a check with a physiotherapist or doctor. I have paused your reminders; once "
+    "you have been assessed, send /resume."
+)
+
+
+def session_text(ctx: Ctx, level: int) -> str:
+    lines = ctx.program.session_lines(level)
+    body = "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
+    return (f"Today's session (level {level}):\n{body}\n\nPain during the exercises may reach "
+            "5 out of 10 and should settle by the next morning. Stop any exercise that causes "
+            "sharp pain.")
+
+
+async def open_today(ctx: Ctx) -> str | None:
+    """Show today's session and ask how it went; None when there is nothing to ask."""
+    program = await ctx.repo.program(ctx.user.id)
+    if program is None:
+        ctx.say("You have no exercise program yet. Send /start to set one up.")
+        return None
+    unchecked = await ctx.repo.unchecked_session(ctx.user.id, ctx.today)
+    if unchecked is not None:
+        ctx.answers = {"session_id": unchecked.id}
+        return "morning:delta"
+    session = await ctx.repo.session_on(ctx.user.id, ctx.today)
+    if session is None:
+        await restart_after_gap(ctx)
+        session = Session(user_id=ctx.user.id, day=ctx.today, level=program.level,
+                          status="prompted", prompted_at=ctx.now)
+        ctx.repo.add(session)
+        await ctx.repo.flush()
+    if session.status not in ("prompted",):
+        ctx.say(f"You have already reported today's session ({_STATUS_WORDS[session.status]}). "
+                "Well done for keeping track. /pain reports pain at any time.")
+        return None
+    ctx.say(session_text(ctx, session.level))
+    ctx.answers = {"session_id": session.id}
+    return "session:status"
+
+
+async def restart_after_gap(ctx: Ctx) -> None:
+    """R6: after 7 missed days in a row the next session is offered one level lower."""
+    program = await ctx.repo.program(ctx.user.id)
+    assert program is not None
+    facts = await _facts(ctx)
+    lower = restart_level(level=program.level, today=ctx.today, sessions=facts)
+    if lower is not None and lower != program.level:
+        message = (f"Welcome back. After a week away we restart one level lower, at level "
+                   f"{lower}, to let the knee get used to the exercises again.")
+        ctx.repo.add(ProgressionEvent(user_id=ctx.user.id, at=ctx.now, day=ctx.today,
+                                      from_level=program.level, to_level=lower,
+                                      action="restart", rule="R6", message=message))
+        program.level = lower
+        program.updated_at = ctx.now
+        ctx.say(message)
+
+
+_STATUS_WORDS = {"done": "done", "partial": "partly done", "skipped": "skipped",
+                 "missed": "missed", "prompted": "not yet reported"}
+
+
+async def _session(ctx: Ctx) -> Session:
+    session = await ctx.repo.session(int(ctx.answers["session_id"]))
+    if session is None or session.user_id != ctx.user.id:
+        raise LookupError("session is gone")
+    return session
+
+
+def ask_status(ctx: Ctx) -> Question:
+    return choices("How did today's session go?",
+                   [("done", "Done"), ("partial", "Partly"), ("skipped", "Skipped")],
+                   columns=3)
+
+
+async def answer_status(ctx: Ctx, value: str) -> str | None:
+    if value == "skipped":
+        session = await _session(ctx)
+        session.status, session.reported_at = "skipped", ctx.now
+        ctx.say("Thanks for telling me. A skipped day is fine: missed days never change your "
+                "level by themselves.")
+        return None
+    ctx.answers["status"] = value
+    return "pain"
+
+
+def ask_pain_during(ctx: Ctx) -> Question:
+    return pain_scale("What was your worst knee pain during the exercises?")
+
+
+async def answer_pain_during(ctx: Ctx, value: str) -> str | None:
+    pain = int(value)
+    session = await _session(ctx)
+    session.status, session.pain_during, session.reported_at = ctx.answers["status"], pain, ctx.now
+    ctx.repo.add(PainReport(user_id=ctx.user.id, at=ctx.now, pain=pain, context="during"))
+    program = await ctx.repo.program(ctx.user.id)
+    if program is not None:
+        program.next_check_at = check_due(session.day, ctx.user.timezone or "UTC",
+                                          program.next_prompt_at)
+    await ctx.repo.flush()
+    decision = await _decide(ctx, "during")
+    if decision.action == "none":
+        ctx.say(f"Recorded: {_STATUS_WORDS[session.status]}, pain {pain}/10 "
+                f"({pain_zone(pain)}). Tomorrow morning I will ask how the knee feels.")
+    await apply_decision(ctx, decision)
+    return None
+
+
+def ask_morning_delta(ctx: Ctx) -> Question:
+    return choices(
+        "Good morning. How does your knee feel this morning compared with your usual?",
+        [("0", "Same or better"), ("1", "A little worse (+1)"),
+         ("2", "Clearly worse (+2 or more)")])
+
+
+async def answer_morning_delta(ctx: Ctx, value: str) -> str | None:
+    ctx.answers["delta"] = int(value)
+    return "symptom"
+
+
+def ask_morning_symptom(ctx: Ctx) -> Question:
+    return yes_no("Since yesterday, any new swelling, or has the knee locked or given way?")
+
+
+async def answer_morning_symptom(ctx: Ctx, value: str) -> str | None:
+    session = await _session(ctx)
+    session.morning_delta = int(ctx.answers["delta"])
+    session.morning_symptom = value == "yes"
+    session.morning_at = ctx.now
+    program = await ctx.repo.program(ctx.user.id)
+    if program is not None:
+        program.next_check_at = None
+    await ctx.repo.flush()
+    decision = await _decide(ctx, "morning")
+    if decision.action == "none":
+        ctx.say("Thanks, noted.")
+    await apply_decision(ctx, decision)
+    if ctx.user.status == "active":
+        return await open_today(ctx)
+    return None
+
+
+def ask_pain_now(ctx: Ctx) -> Question:
+    return pain_scale("How much does your knee hurt right now?")
+
+
+async def answer_pain_now(ctx: Ctx, value: str) -> str | None:
+    pain = int(value)
+    ctx.repo.add(PainReport(user_id=ctx.user.id, at=ctx.now, pain=pain, context="adhoc"))
+    program = await ctx.repo.program(ctx.user.id)
+    decision = pain_report_decision(pain, program.level if program else 1)
+    if decision.action == "none":
+        zone = pain_zone(pain)
+        advice = {
+            "safe": "That is in the safe zone.",
+            "acceptable": "That is acceptable during exercise; it should settle by tomorrow.",
+            "too much": "That is more than we want: go easier and tell me at your next session.",
+        }[zone]
+        ctx.say(f"Recorded pain {pain}/10. {advice}")
+    await apply_decision(ctx, decision)
+    return None
+
+
+async def _facts(ctx: Ctx) -> list[SessionFact]:
+    since = ctx.today - timedelta(days=HISTORY_DAYS)
+    return [SessionFact(day=s.day, level=s.level, status=s.status,  # type: ignore[arg-type]
+                        pain_during=s.pain_during, morning_delta=s.morning_delta,
+                        morning_symptom=s.morning_symptom)
+            for s in await ctx.repo.sessions_since(ctx.user.id, since)]
+
+
+async def _decide(ctx: Ctx, stage: Literal["during", "morning"]) -> Decision:
+    program = await ctx.repo.program(ctx.user.id)
+    assert program is not None
+    since = ctx.today - timedelta(days=HISTORY_DAYS)
+    changes = [LevelChange(day=e.day, from_level=e.from_level, to_level=e.to_level, rule=e.rule,
+                           action=e.action)  # type: ignore[arg-type]
+               for e in await ctx.repo.events_since(ctx.user.id, since)
+               if e.action in ("progress", "regress", "restart")]
+    return decide(level=program.level, top_level=ctx.program.top_level, today=ctx.today,
+                  sessions=await _facts(ctx), changes=changes, stage=stage)
+
+
+async def apply_decision(ctx: Ctx, decision: Decision) -> None:
+    """Store and explain what the pain monitoring model decided."""
+    if decision.action == "none":
+        return
+    program = await ctx.repo.program(ctx.user.id)
+    if program is None:  # an ad-hoc report from someone referred at the screen
+        ctx.say(f"{decision.message} {CLINICIAN_URGENT if decision.urgent else CLINICIAN_REVIEW}")
+        return
+    if decision.action in ("progress", "regress", "stop"):
+        ctx.repo.add(ProgressionEvent(
+            user_id=ctx.user.id, at=ctx.now, day=ctx.today, from_level=program.level,
+            to_level=decision.level, action=decision.action, rule=decision.rule or "",
+            message=decision.message))
+        program.level = decision.level
+        program.updated_at = ctx.now
+    if decision.refer:
+        ctx.user.status = "referred"
+        program.paused_reason = decision.rule
+        program.next_prompt_at = None
+        program.next_check_at = None
+        ctx.say(f"{decision.message} {CLINICIAN_URGENT if decision.urgent else CLINICIAN_REVIEW}")
+        await ctx.alert_coach(f"{decision.message} (rule {decision.rule}; program paused, "
+                              "clinician advised)")
+        return
+    ctx.say(decision.message)
+
+
+FLOWS: dict[str, Flow] = {
+    "session": {
+        "status": Step(ask_status, answer_status),
+        "pain": Step(ask_pain_during, answer_pain_during),
+    },
+    "morning": {
+        "delta": Step(ask_morning_delta, answer_morning_delta),
+        "symptom": Step(ask_morning_symptom, answer_morning_symptom),
+    },
+    "pain": {
+        "now": Step(ask_pain_now, answer_pain_now),
+    },
+}

@@ -1,0 +1,120 @@
+"""The neutral messages between channel adapters and the engine, and the button token format."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Channel = Literal["console", "telegram", "slack"]
+
+# Telegram's callback_data limit; Slack's button value limit (2000) is larger.
+MAX_TOKEN_BYTES = 64
+# Longer input is cut before it reaches a flow: no answer needs more, and nothing huge is stored.
+MAX_TEXT_CHARS = 4000
+
+
+class Inbound(BaseModel):
+    """One thing a user did: typed text, a command with arguments, or a button press."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: Channel
+    user_id: str = Field(min_length=1, max_length=64)
+    chat_id: str = Field(min_length=1, max_length=64)
+    display_name: str = Field("", max_length=256)
+    text: str | None = None
+    command: str | None = Field(None, max_length=64)
+    args: tuple[str, ...] = ()
+    button: str | None = None
+    # The channel's own id for this update, so a redelivered update is handled once.
+    update_id: str | None = None
+    # The message that carried the pressed button, so the adapter can retire its keyboard.
+    message_id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        kinds = [self.text is not None, self.command is not None, self.button is not None]
+        if sum(kinds) != 1:
+            raise ValueError("exactly one of text, command or button")
+        return self
+
+    @classmethod
+    def parse_text(cls, channel: Channel, user_id: str, chat_id: str, raw: str, **extra: object
+                   ) -> Inbound:
+        """Turn what a user typed into a command (leading slash) or plain text."""
+        raw = raw[:MAX_TEXT_CHARS]
+        stripped = raw.strip()
+        if stripped.startswith("/") and len(stripped) > 1:
+            head, *args = stripped[1:].split()
+            # Telegram appends @botname in groups: /start@kneecoach_bot
+            command = head.split("@", 1)[0].lower()[:64]
+            return cls(channel=channel, user_id=user_id, chat_id=chat_id, command=command,
+                       args=tuple(args), **extra)  # type: ignore[arg-type]
+        return cls(channel=channel, user_id=user_id, chat_id=chat_id, text=raw,
+                   **extra)  # type: ignore[arg-type]
+
+
+class Button(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    token: str = Field(max_length=MAX_TOKEN_BYTES)
+
+
+class Document(BaseModel):
+    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+
+    filename: str
+    content: bytes
+    mime_type: str = "application/octet-stream"
+
+
+class Outbound(BaseModel):
+    """One message to send. Text is plain; each channel formats it its own way.
+
+    With `edit_message_id` it replaces that message (a pressed keyboard) instead; an edit with
+    empty text only takes the buttons off and leaves the text as it was."""
+
+    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+
+    channel: Channel
+    chat_id: str
+    text: str
+    buttons: tuple[tuple[Button, ...], ...] = ()
+    image: bytes | None = None
+    document: Document | None = None
+    # Replace the message with this id (a pressed keyboard) instead of sending a new one.
+    edit_message_id: str | None = None
+
+
+class ButtonToken(BaseModel):
+    """What a button press means: the step it answers, a reference, and the chosen value.
+
+    For a question in a flow the reference is the conversation's version, so a press on an old
+    keyboard (stale or replayed) no longer matches. For a daily prompt it is the session id.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    step: str = Field(min_length=1, max_length=24, pattern=r"^[a-z0-9_]+$")
+    ref: int = Field(ge=0, lt=10**12)
+    value: str = Field(max_length=24, pattern=r"^[A-Za-z0-9_.+:-]*$")
+
+    def encode(self) -> str:
+        token = f"{self.step}|{self.ref}|{self.value}"
+        assert len(token.encode()) <= MAX_TOKEN_BYTES
+        return token
+
+    @classmethod
+    def decode(cls, token: str) -> ButtonToken | None:
+        """None for anything that is not a token we made (forged, truncated, garbage)."""
+        if len(token.encode()) > MAX_TOKEN_BYTES:
+            return None
+        parts = token.split("|")
+        if len(parts) != 3 or not parts[1].isdigit():
+            return None
+        try:
+            return cls(step=parts[0], ref=int(parts[1]), value=parts[2])
+        except ValidationError:
+            return None

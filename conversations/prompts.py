@@ -1,0 +1,51 @@
+"""The messages the scheduler sends on its own: the daily prompt and the next-morning check.
+Their buttons are bound to the session (not to the conversation), so they stay valid while
+the patient is in another flow and are refused once that session is answered."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from conversations.messages import Button, ButtonToken, Channel, Outbound
+from conversations.program.data import Program
+from conversations.schedule import local_datetime, zone
+
+SNOOZE = timedelta(hours=1)
+CHECK_TIME = "09:00"  # local; earlier if the next day's prompt comes first
+
+
+def _buttons(step: str, session_id: int, options: list[tuple[str, str]]
+             ) -> tuple[tuple[Button, ...], ...]:
+    return (tuple(Button(label=label, token=ButtonToken(step=step, ref=session_id,
+                                                        value=value).encode())
+                  for value, label in options),)
+
+
+def prompt_message(channel: Channel, chat_id: str, session_id: int, level: int,
+                   program: Program) -> Outbound:
+    lines = "\n".join(f"{i}. {line}" for i, line in enumerate(program.session_lines(level), 1))
+    return Outbound(
+        channel=channel, chat_id=chat_id,
+        text=(f"Time for today's knee exercises (level {level}):\n{lines}\n\nStop any exercise "
+              "that causes sharp pain. How did it go?"),
+        buttons=_buttons("prompt", session_id, [("done", "Done"), ("partial", "Partly"),
+                                                ("skipped", "Skipped"), ("snooze", "In 1 hour")]))
+
+
+def check_message(channel: Channel, chat_id: str, session_id: int) -> Outbound:
+    return Outbound(
+        channel=channel, chat_id=chat_id,
+        text="Good morning. How does your knee feel this morning compared with your usual?",
+        buttons=_buttons("check", session_id, [("0", "Same or better"),
+                                               ("1", "A little worse (+1)"),
+                                               ("2", "Clearly worse (+2 or more)")]))
+
+
+def check_due(session_day: date, tz_name: str, next_prompt: datetime | None) -> datetime:
+    """The next-morning check: 09:00 local the day after the session, or with that day's
+    prompt when the prompt comes earlier."""
+    morning = local_datetime(session_day + timedelta(days=1), CHECK_TIME, tz_name)
+    if next_prompt is not None and next_prompt < morning and (
+            next_prompt.astimezone(zone(tz_name)).date() == session_day + timedelta(days=1)):
+        return next_prompt
+    return morning

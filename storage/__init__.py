@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, the repository the engine uses, database set-up, migrations."""

@@ -1,0 +1,252 @@
+"""The tables. Storage knows nothing of chats: a user is a channel name and an opaque id."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Named constraints keep Alembic migrations identical on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: the same on SQLite (no zones) and PostgreSQL."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware UTC time")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _user_fk() -> Any:
+    return ForeignKey("users.id", ondelete="CASCADE")
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("channel", "channel_user_id"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    channel_user_id: Mapped[str] = mapped_column(String(64))
+    chat_id: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str] = mapped_column(String(256), default="")
+    role: Mapped[str] = mapped_column(String(16), default="patient")  # patient, coach
+    coach_id: Mapped[int | None] = mapped_column(
+        ID, ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    # pending (consent not given yet), onboarding, active, paused, referred, stopped
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    consent_version: Mapped[str | None] = mapped_column(String(32))
+    knee: Mapped[str | None] = mapped_column(String(8))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    reminder_time: Mapped[str | None] = mapped_column(String(5))  # local HH:MM
+    reminder_days: Mapped[str | None] = mapped_column(String(7))  # ISO weekdays, "12345"
+    # Set when the channel says the user blocked the bot; cleared when they write again.
+    unreachable: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ConversationState(Base):
+    __tablename__ = "conversation_state"
+
+    user_id: Mapped[int] = mapped_column(ID, _user_fk(), primary_key=True)
+    flow: Mapped[str] = mapped_column(String(32), default="idle")
+    step: Mapped[str] = mapped_column(String(32), default="")
+    answers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Optimistic concurrency: every advance bumps it; a write against an old version fails.
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Assessment(Base):
+    __tablename__ = "assessments"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ID, _user_fk(), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # redflag, symptoms, kujala
+    answers: Mapped[dict[str, Any]] = mapped_column(JSON)
+    score: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProgramState(Base):
+    """The enrolment: level, and when the next prompt is due (UTC)."""
+
+    __tablename__ = "program_state"
+
+    user_id: Mapped[int] = mapped_column(ID, _user_fk(), primary_key=True)
+    level: Mapped[int] = mapped_column(Integer)
+    started_on: Mapped[date] = mapped_column(Date)
+    baseline_worst_pain: Mapped[int] = mapped_column(Integer)
+    paused_reason: Mapped[str | None] = mapped_column(String(32))
+    next_prompt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Session(Base):
+    """One scheduled (or self-started) exercise day."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (UniqueConstraint("user_id", "day"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ID, _user_fk(), index=True)
+    day: Mapped[date] = mapped_column(Date)  # the patient's local date
+    level: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # prompted, done, partial, skipped, missed
+    pain_during: Mapped[int | None] = mapped_column(Integer)
+    morning_delta: Mapped[int | None] = mapped_column(Integer)
+    morning_symptom: Mapped[bool] = mapped_column(Boolean, default=False)
+    prompted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    morning_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PainReport(Base):
+    __tablename__ = "pain_reports"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ID, _user_fk(), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    pain: Mapped[int] = mapped_column(Integer)
+    context: Mapped[str] = mapped_column(String(16))  # baseline, during, morning, adhoc
+
+
+class ProgressionEvent(Base):
+    __tablename__ = "progression_events"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ID, _user_fk(), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    day: Mapped[date] = mapped_column(Date)
+    from_level: Mapped[int] = mapped_column(Integer)
+    to_level: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(16))  # start, progress, regress, restart, stop
+    rule: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text)
+
+
+class Outbox(Base):
+    """Messages queued for delivery. A row is claimed with a lease, then marked sent once."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "status", "not_before"),)
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ID, _user_fk(), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    chat_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # prompt, check, alert, broadcast, reply
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)  # an Outbound, as JSON
+    # One row per logical message: a prompt for a user's day, a broadcast to a user.
+    dedupe_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    # pending, sent, failed, blocked
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    broadcast_id: Mapped[int | None] = mapped_column(
+        ID, ForeignKey("broadcasts.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(String(256))
+
+
+class Broadcast(Base):
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    coach_id: Mapped[int | None] = mapped_column(
+        ID, ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    text: Mapped[str] = mapped_column(Text)
+    send_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="scheduled")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Invite(Base):
+    __tablename__ = "invites"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    coach_id: Mapped[int] = mapped_column(ID, _user_fk(), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProcessedUpdate(Base):
+    """Channel update ids already handled: webhooks and event APIs redeliver."""
+
+    __tablename__ = "processed_updates"
+
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    update_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class AuditLog(Base):
+    """Role changes, broadcasts, exports, erasures. Erasure entries hold no personal data."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(96))
+    action: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# Every table holding rows about one user, by the column naming them; export and erase use it.
+PERSONAL_TABLES: tuple[tuple[type[Base], str], ...] = (
+    (ConversationState, "user_id"),
+    (Assessment, "user_id"),
+    (ProgramState, "user_id"),
+    (Session, "user_id"),
+    (PainReport, "user_id"),
+    (ProgressionEvent, "user_id"),
+    (Outbox, "user_id"),
+    (Invite, "coach_id"),
+    (User, "id"),
+)

@@ -1,0 +1,186 @@
+"""The repository the conversation engine works through: one instance per transaction."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+
+from storage.models import (
+    PERSONAL_TABLES,
+    Assessment,
+    AuditLog,
+    Base,
+    ConversationState,
+    Outbox,
+    PainReport,
+    ProcessedUpdate,
+    ProgramState,
+    ProgressionEvent,
+    Session,
+    User,
+)
+
+
+class StaleState(Exception):
+    """Another process advanced this conversation first; the caller retries from fresh state."""
+
+
+class Repository:
+    def __init__(self, db: DbSession) -> None:
+        self.db = db
+
+    # --- idempotency -------------------------------------------------------------------
+    async def first_delivery(self, channel: str, update_id: str, now: datetime) -> bool:
+        """Record an update id; False if it was handled before (a redelivery)."""
+        seen = await self.db.get(ProcessedUpdate, (channel, update_id))
+        if seen is not None:
+            return False
+        try:
+            async with self.db.begin_nested():
+                self.db.add(ProcessedUpdate(channel=channel, update_id=update_id, at=now))
+        except IntegrityError:
+            return False
+        return True
+
+    # --- users and conversation state ----------------------------------------------------
+    async def user(self, channel: str, channel_user_id: str) -> User | None:
+        return await self.db.scalar(
+            select(User).where(User.channel == channel, User.channel_user_id == channel_user_id)
+        )
+
+    async def user_by_id(self, user_id: int) -> User | None:
+        return await self.db.get(User, user_id)
+
+    async def add_user(self, channel: str, channel_user_id: str, chat_id: str, now: datetime
+                       ) -> User:
+        user = User(channel=channel, channel_user_id=channel_user_id, chat_id=chat_id,
+                    display_name="", status="pending", created_at=now)
+        self.db.add(user)
+        await self.db.flush()
+        self.db.add(ConversationState(user_id=user.id, flow="idle", step="", answers={},
+                                      version=0, updated_at=now))
+        await self.db.flush()
+        return user
+
+    async def set_unreachable(self, channel: str, chat_id: str) -> None:
+        await self.db.execute(update(User).where(User.channel == channel, User.chat_id == chat_id)
+                              .values(unreachable=True))
+
+    async def state(self, user_id: int) -> ConversationState:
+        state = await self.db.get(ConversationState, user_id, populate_existing=True)
+        if state is None:
+            raise StaleState("no conversation state")
+        return state
+
+    async def save_state(self, user_id: int, expected_version: int, flow: str, step: str,
+                         answers: dict[str, Any], now: datetime) -> int:
+        """Write the state only if nobody advanced it since it was read; the new version."""
+        result = await self.db.execute(
+            update(ConversationState)
+            .where(ConversationState.user_id == user_id,
+                   ConversationState.version == expected_version)
+            .values(flow=flow, step=step, answers=answers, version=expected_version + 1,
+                    updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise StaleState(f"user {user_id} moved past version {expected_version}")
+        return expected_version + 1
+
+    async def erase_user(self, user_id: int) -> None:
+        for model, column in PERSONAL_TABLES:
+            await self.db.execute(delete(model).where(getattr(model, column) == user_id))
+        await self.db.execute(update(User).where(User.coach_id == user_id).values(coach_id=None))
+
+    async def export_user(self, user_id: int) -> dict[str, list[dict[str, Any]]]:
+        """Every row about the user, table by table, as plain JSON-able values."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for model, column in PERSONAL_TABLES:
+            rows = (await self.db.scalars(
+                select(model).where(getattr(model, column) == user_id))).all()
+            out[model.__tablename__] = [_row_dict(row) for row in rows]
+        return out
+
+    # --- clinical records ----------------------------------------------------------------
+    def add(self, row: Base) -> None:
+        self.db.add(row)
+
+    async def flush(self) -> None:
+        await self.db.flush()
+
+    async def program(self, user_id: int) -> ProgramState | None:
+        return await self.db.get(ProgramState, user_id, populate_existing=True)
+
+    async def session(self, session_id: int) -> Session | None:
+        return await self.db.get(Session, session_id, populate_existing=True)
+
+    async def session_on(self, user_id: int, day: date) -> Session | None:
+        return await self.db.scalar(
+            select(Session).where(Session.user_id == user_id, Session.day == day))
+
+    async def sessions_since(self, user_id: int, since: date) -> list[Session]:
+        return list((await self.db.scalars(
+            select(Session).where(Session.user_id == user_id, Session.day >= since)
+            .order_by(Session.day))).all())
+
+    async def unchecked_session(self, user_id: int, before: date) -> Session | None:
+        """The latest reported session before `before` whose next-morning check is open."""
+        return await self.db.scalar(
+            select(Session).where(Session.user_id == user_id, Session.day < before,
+                                  Session.status.in_(("done", "partial")),
+                                  Session.morning_at.is_(None))
+            .order_by(Session.day.desc()).limit(1))
+
+    async def events_since(self, user_id: int, since: date) -> list[ProgressionEvent]:
+        return list((await self.db.scalars(
+            select(ProgressionEvent).where(ProgressionEvent.user_id == user_id,
+                                           ProgressionEvent.day >= since)
+            .order_by(ProgressionEvent.id))).all())
+
+    async def last_pain(self, user_id: int) -> PainReport | None:
+        return await self.db.scalar(
+            select(PainReport).where(PainReport.user_id == user_id)
+            .order_by(PainReport.at.desc(), PainReport.id.desc()).limit(1))
+
+    async def latest_assessment(self, user_id: int, kind: str) -> Assessment | None:
+        return await self.db.scalar(
+            select(Assessment).where(Assessment.user_id == user_id, Assessment.kind == kind)
+            .order_by(Assessment.id.desc()).limit(1))
+
+    async def count_sessions(self, user_id: int, since: date) -> dict[str, int]:
+        rows = await self.db.execute(
+            select(Session.status, func.count()).where(Session.user_id == user_id,
+                                                       Session.day >= since)
+            .group_by(Session.status))
+        return {status: count for status, count in rows.tuples()}
+
+    # --- outgoing ------------------------------------------------------------------------
+    async def enqueue(self, *, user_id: int | None, channel: str, chat_id: str, kind: str,
+                      payload: dict[str, Any], now: datetime, dedupe_key: str | None = None,
+                      broadcast_id: int | None = None, not_before: datetime | None = None
+                      ) -> bool:
+        """Queue a message for the sender; False if one with this dedupe key already exists."""
+        if dedupe_key is not None and await self.db.scalar(
+                select(Outbox.id).where(Outbox.dedupe_key == dedupe_key)):
+            return False
+        self.db.add(Outbox(user_id=user_id, channel=channel, chat_id=chat_id, kind=kind,
+                           payload=payload, dedupe_key=dedupe_key, status="pending",
+                           attempts=0, not_before=not_before or now, created_at=now,
+                           broadcast_id=broadcast_id))
+        await self.db.flush()
+        return True
+
+    def audit(self, actor: str, action: str, now: datetime, **detail: Any) -> None:
+        self.db.add(AuditLog(at=now, actor=actor, action=action, detail=detail))
+
+
+def _row_dict(row: Base) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for column in row.__table__.columns:
+        value = getattr(row, column.key)
+        values[column.key] = value.isoformat() if isinstance(value, (date, datetime)) else value
+    return values

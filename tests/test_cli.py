@@ -1,0 +1,81 @@
+"""The `kneecoach` command as a user runs it: help, bad configuration, migrate, and the
+terminal chat driven by a script through stdin."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import BACKENDS, CLEAN_SCREEN
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def kneecoach(*args: str, env: dict[str, str] | None = None, stdin: str = "",
+              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KNEECOACH_")}
+    full_env["PYTHONPATH"] = str(ROOT)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], input=stdin, text=True,
+                          capture_output=True, env=full_env, cwd=cwd or ROOT, timeout=120)
+
+
+def test_help_lists_the_commands() -> None:
+    result = kneecoach("--help")
+    assert result.returncode == 0
+    for word in ("run", "migrate", "not a diagnosis"):
+        assert word in result.stdout
+
+
+@pytest.mark.parametrize("variable,value", [
+    ("KNEECOACH_DATABASE_URL", "mysql://nope"),
+    ("KNEECOACH_TICK_SECONDS", "soon"),
+    ("KNEECOACH_LISTEN", "8080"),
+    ("KNEECOACH_ADMINS", "alice"),
+    ("KNEECOACH_LOG_LEVEL", "LOUD"),
+])
+def test_bad_setting_names_the_variable_and_exits_2(tmp_path: Path, variable: str,
+                                                    value: str) -> None:
+    result = kneecoach("migrate", env={variable: value}, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0]
+
+
+def test_bad_program_file_names_file_field_and_reason(tmp_path: Path) -> None:
+    bad = tmp_path / "program.toml"
+    bad.write_text('version = "x"\nexercises = []\nlevels = []\n')
+    result = kneecoach("migrate", env={"KNEECOACH_PROGRAM_FILE": str(bad)}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert str(bad) in result.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_migrate(backend: str, tmp_path: Path, postgres_database: str | None) -> None:
+    url = (f"sqlite+aiosqlite:///{tmp_path / 'k.db'}" if backend == "sqlite"
+           else str(postgres_database))
+    result = kneecoach("migrate", env={"KNEECOACH_DATABASE_URL": url}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "up to date" in result.stdout
+
+
+def test_terminal_chat_journey_from_a_script(tmp_path: Path) -> None:
+    """The README's first command ends in `kneecoach run`: with no token and stdin a pipe, a
+    script can go through the whole journey on the default SQLite file."""
+    lines = ["/start", *CLEAN_SCREEN, "/today", "Done", "7", "/progress", "/mydata"]
+    result = kneecoach("run", "--user", "alice", stdin="\n".join(lines) + "\n", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "not a diagnosis" in out and "[1] I agree" in out
+    assert "All set" in out and "Today's session (level 2)" in out
+    assert "level 1" in out.split("Today's session (level 2)")[1]  # pain 7 regressed
+    assert "Level 1 of 5" in out
+    assert (tmp_path / "kneecoach.db").exists()
+    assert (tmp_path / "kneecoach-mydata.json").exists()
+    # A second person on the same database starts from the beginning.
+    other = kneecoach("run", "--user", "bob", stdin="/today\n", cwd=tmp_path)
+    assert "Send /start to begin" in other.stdout
