@@ -222,6 +222,9 @@ class Engine:
             if state.flow == "onboarding":
                 ctx.say("Welcome back; here is where we were.")
                 self._ask(ctx, state)
+            elif ctx.user.status == "onboarding":  # consented, then cancelled the questions
+                ctx.say("Let us go through the questions from the start.")
+                await self._goto(ctx, state, onboarding.start_screen(ctx))
             else:
                 await self._goto(ctx, state, "onboarding:consent")
         elif ctx.user.status == "referred":

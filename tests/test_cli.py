@@ -27,7 +27,7 @@ def kneecoach(*args: str, env: dict[str, str] | None = None, stdin: str = "",
 def test_help_lists_the_commands() -> None:
     result = kneecoach("--help")
     assert result.returncode == 0
-    for word in ("run", "migrate", "not a diagnosis"):
+    for word in ("run", "migrate", "Not a diagnosis"):
         assert word in result.stdout
 
 
