@@ -37,7 +37,9 @@ CLINICIAN_REVIEW = (
 def session_text(ctx: Ctx, level: int) -> str:
     lines = ctx.program.session_lines(level)
     body = "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
-    return (f"Today's session (level {level}):\n{body}\n\nPain during the exercises may reach "
+    return (f"Today's session (level {level}):\n{body}\n\nRoll and stretch first. The squats, "
+            "leg raises and knee extensions strengthen your thigh (quadriceps) muscles. "
+            "Pain during the exercises may reach "
             "5 out of 10 and should settle by the next morning. Stop any exercise that causes "
             "sharp pain.")
 
