@@ -146,6 +146,11 @@ class Repository:
             select(PainReport).where(PainReport.user_id == user_id)
             .order_by(PainReport.at.desc(), PainReport.id.desc()).limit(1))
 
+    async def first_assessment(self, user_id: int, kind: str) -> Assessment | None:
+        return await self.db.scalar(
+            select(Assessment).where(Assessment.user_id == user_id, Assessment.kind == kind)
+            .order_by(Assessment.id).limit(1))
+
     async def latest_assessment(self, user_id: int, kind: str) -> Assessment | None:
         return await self.db.scalar(
             select(Assessment).where(Assessment.user_id == user_id, Assessment.kind == kind)

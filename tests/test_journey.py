@@ -310,3 +310,24 @@ async def test_mydata_exports_and_delete_erases_everything(
         assert "u1" not in str(audit.detail) and audit.actor == "patient"
     await other.send("/today")
     assert "Today's session" in other.text
+
+
+async def test_six_week_review_is_recommended_once(
+        engine: Engine, sessions: async_sessionmaker[DbSession], clock: ManualClock) -> None:
+    """R8 through the engine: 6 weeks of adherent sessions at pain 3-4 with no improvement."""
+    patient = await enrolled(engine, "u1")
+    reviews = 0
+    for _ in range(44):
+        await patient.send("/today")
+        if "How does your knee feel" in patient.text:
+            await patient.press("Same or better")
+            await patient.press("No")
+            reviews += "Six weeks in" in patient.text
+        await patient.press("Done")
+        await patient.press("4")
+        clock.advance(timedelta(days=1))
+    assert reviews == 1
+    user = await _one(sessions, User, channel_user_id="u1")
+    event = await _one(sessions, ProgressionEvent, user_id=user.id, rule="R8")
+    assert event.action == "review"
+    assert (await _one(sessions, ProgramState, user_id=user.id)).level == 2

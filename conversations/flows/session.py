@@ -12,6 +12,7 @@ from conversations.program.rules import (
     LevelChange,
     SessionFact,
     decide,
+    needs_review,
     pain_report_decision,
     pain_zone,
     restart_level,
@@ -167,8 +168,38 @@ async def answer_morning_symptom(ctx: Ctx, value: str) -> str | None:
         ctx.say("Thanks, noted.")
     await apply_decision(ctx, decision)
     if ctx.user.status == "active":
+        await review_if_due(ctx)
         return await open_today(ctx)
     return None
+
+
+async def review_if_due(ctx: Ctx) -> None:
+    """R8: six weeks in, adherent, and no meaningful improvement: recommend a review, once."""
+    program = await ctx.repo.program(ctx.user.id)
+    if program is None or any(e.rule == "R8" for e in await ctx.repo.events_since(
+            ctx.user.id, program.started_on)):
+        return
+    facts = [f for f in await _facts(ctx) if f.day >= program.started_on]
+    recent = [f.pain_during for f in facts
+              if f.pain_during is not None and (ctx.today - f.day).days < 7]
+    baseline = await ctx.repo.first_assessment(ctx.user.id, "kujala")
+    latest = await ctx.repo.latest_assessment(ctx.user.id, "kujala")
+    if not needs_review(
+            enrolled_on=program.started_on, today=ctx.today, sessions=facts,
+            baseline_worst=program.baseline_worst_pain,
+            current_worst=max(recent) if recent else None,
+            baseline_kujala=baseline.score if baseline else None,
+            current_kujala=latest.score if latest and latest is not baseline else None):
+        return
+    message = ("Six weeks in, you have kept up the exercises well but your knee has not "
+               "improved as much as we hoped. Please book a review with a physiotherapist or "
+               "doctor; you can carry on with the program meanwhile.")
+    ctx.repo.add(ProgressionEvent(user_id=ctx.user.id, at=ctx.now, day=ctx.today,
+                                  from_level=program.level, to_level=program.level,
+                                  action="review", rule="R8", message=message))
+    ctx.say(message)
+    await ctx.alert_coach("six-week review recommended: adherent but no meaningful "
+                          "improvement (rule R8).")
 
 
 def ask_pain_now(ctx: Ctx) -> Question:
