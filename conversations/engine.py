@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conversations.clock import Clock
 from conversations.flow import ERASED, Ctx, Flow
-from conversations.flows import account, onboarding, session
+from conversations.flows import account, onboarding, session, staff
 from conversations.messages import ButtonToken, Inbound, Outbound
 from conversations.program.data import Program
 from conversations.prompts import SNOOZE, prompt_message
@@ -26,7 +26,8 @@ from storage.repository import Repository, StaleState
 
 log = logging.getLogger(__name__)
 
-FLOWS: dict[str, Flow] = {"onboarding": onboarding.FLOW, **session.FLOWS, **account.FLOWS}
+FLOWS: dict[str, Flow] = {"onboarding": onboarding.FLOW, **session.FLOWS, **account.FLOWS,
+                          **staff.FLOWS}
 
 ENROLLED = ("active", "paused", "referred", "stopped")
 
@@ -43,16 +44,26 @@ HELP = (
     "I am not a diagnosis or a clinician. Stop an exercise that causes sharp pain and see a "
     "physiotherapist or doctor if you are worried."
 )
+STAFF_HELP = (
+    "Coach commands: /invite (a code for a new patient; /invite revoke CODE), /patients "
+    "[page], /broadcast (preview, then send now or schedule).\n"
+    "Admin commands: /grant coach USER, /revoke coach USER, /stats [7d|30d|90d|all], "
+    "/export [7d|30d|90d|all] (CSV).\n"
+    "USER is a channel id such as telegram:123456. Patients' commands: /help."
+)
 STALE_BUTTON = "That button belongs to an earlier question, so I ignored it."
 RETRY_LIMIT = 3
 
 
 class Engine:
     def __init__(self, sessions: async_sessionmaker[DbSession], program: Program,
-                 clock: Clock) -> None:
+                 clock: Clock, admins: frozenset[tuple[str, str]] = frozenset()) -> None:
         self.sessions = sessions
         self.program = program
         self.clock = clock
+        self.admins = admins
+        # Filled in by channel adapters that can link to the bot (Telegram's deep links).
+        self.invite_links: dict[str, str] = {}
 
     async def handle(self, inbound: Inbound) -> list[Outbound]:
         for _ in range(RETRY_LIMIT):
@@ -74,12 +85,18 @@ class Engine:
                                                                 inbound.update_id, now):
             return []
         user = await repo.user(inbound.channel, inbound.user_id)
+        admin = (inbound.channel, inbound.user_id) in self.admins
+        if user is None and admin:
+            # An admin needs no patient consent: their row holds ids and a role, no health data.
+            user = await repo.add_user(inbound.channel, inbound.user_id, inbound.chat_id, now)
+            user.status, user.role = "staff", "admin"
         if user is None:
             return await self._stranger(repo, inbound)
         self._refresh_identity(user, inbound)
         state = await repo.state(user.id)
         ctx = Ctx(repo=repo, inbound=inbound, user=user, now=now, program=self.program,
-                  flow=state.flow, answers=dict(state.answers))
+                  flow=state.flow, answers=dict(state.answers), admin=admin,
+                  links=self.invite_links)
         if inbound.command is not None:
             command = COMMANDS.get(inbound.command)
             if command is None:
@@ -104,8 +121,10 @@ class Engine:
         now = self.clock.now()
         user = await repo.add_user(inbound.channel, inbound.user_id, inbound.chat_id, now)
         state = await repo.state(user.id)
+        # An invite code from a deep link waits in the pending step until consent is given.
+        code = inbound.args[0][:16] if inbound.args else None
         ctx = Ctx(repo=repo, inbound=inbound, user=user, now=now, program=self.program,
-                  flow="idle", answers={})
+                  flow="idle", answers={"invite": code} if code else {})
         await self._goto(ctx, state, "onboarding:consent")
         return ctx.replies
 
@@ -218,6 +237,13 @@ class Engine:
 
     # --- global commands -----------------------------------------------------------------
     async def _start(self, ctx: Ctx, state: ConversationState) -> None:
+        if ctx.inbound.args and ctx.user.consent_at is not None:
+            await staff.attach(ctx, ctx.inbound.args[0])
+        elif ctx.inbound.args and state.flow == "onboarding" and state.step == "consent":
+            ctx.answers["invite"] = ctx.inbound.args[0][:16]
+        if ctx.user.status == "staff":
+            ctx.say(STAFF_HELP)
+            return
         if ctx.user.status in ("pending", "onboarding"):
             if state.flow == "onboarding":
                 ctx.say("Welcome back; here is where we were.")
@@ -334,6 +360,58 @@ class Engine:
         ctx.answers = {}
         await self._goto(ctx, state, "delete:confirm")
 
+    async def _join(self, ctx: Ctx, state: ConversationState) -> None:
+        await staff.join(ctx)
+        await self._reask(ctx, state)
+
+    async def _coach_only(self, ctx: Ctx, state: ConversationState) -> bool:
+        if staff.is_coach(ctx):
+            return False
+        await staff.refuse(ctx, "coach")
+        await self._reask(ctx, state)
+        return True
+
+    async def _admin_only(self, ctx: Ctx, state: ConversationState) -> bool:
+        if ctx.admin:
+            return False
+        await staff.refuse(ctx, "admin")
+        await self._reask(ctx, state)
+        return True
+
+    async def _invite(self, ctx: Ctx, state: ConversationState) -> None:
+        if not await self._coach_only(ctx, state):
+            await staff.invite(ctx)
+
+    async def _patients(self, ctx: Ctx, state: ConversationState) -> None:
+        if not await self._coach_only(ctx, state):
+            await staff.patients(ctx)
+
+    async def _broadcast(self, ctx: Ctx, state: ConversationState) -> None:
+        if await self._coach_only(ctx, state):
+            return
+        recipients = await ctx.repo.patients_of(ctx.user.id, ("active",))
+        if not recipients:
+            ctx.say("You have no active patients to send to. /invite makes a code for them.")
+            return
+        ctx.answers = {"recipients": len(recipients)}
+        await self._goto(ctx, state, "broadcast:text")
+
+    async def _grant(self, ctx: Ctx, state: ConversationState) -> None:
+        if not await self._admin_only(ctx, state):
+            await staff.grant(ctx, give=True)
+
+    async def _revoke(self, ctx: Ctx, state: ConversationState) -> None:
+        if not await self._admin_only(ctx, state):
+            await staff.grant(ctx, give=False)
+
+    async def _stats(self, ctx: Ctx, state: ConversationState) -> None:
+        if not await self._admin_only(ctx, state):
+            await staff.stats(ctx)
+
+    async def _export(self, ctx: Ctx, state: ConversationState) -> None:
+        if not await self._admin_only(ctx, state):
+            await staff.export(ctx)
+
 
 _NOT_ACTIVE = {
     "paused": "Your program is paused. Send /resume to start again.",
@@ -357,6 +435,14 @@ COMMANDS: dict[str, Command] = {
     "stop": Engine._stop,
     "mydata": Engine._mydata,
     "delete": Engine._delete,
+    "join": Engine._join,
+    "invite": Engine._invite,
+    "patients": Engine._patients,
+    "broadcast": Engine._broadcast,
+    "grant": Engine._grant,
+    "revoke": Engine._revoke,
+    "stats": Engine._stats,
+    "export": Engine._export,
 }
 SESSION_BUTTONS = {"prompt": Engine._prompt_button, "check": Engine._prompt_button}
 

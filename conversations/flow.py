@@ -29,6 +29,9 @@ class Ctx:
     flow: str
     answers: dict[str, Any]
     replies: list[Outbound] = field(default_factory=list)
+    admin: bool = False  # named in KNEECOACH_ADMINS by channel and user id
+    # Per channel, how to link to the bot with an invite code: "https://t.me/bot?start={code}"
+    links: dict[str, str] = field(default_factory=dict)
 
     def say(self, text: str, buttons: tuple[tuple[Button, ...], ...] = (), **extra: Any) -> None:
         self.replies.append(Outbound(channel=self.inbound.channel, chat_id=self.user.chat_id,

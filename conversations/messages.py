@@ -10,8 +10,9 @@ Channel = Literal["console", "telegram", "slack"]
 
 # Telegram's callback_data limit; Slack's button value limit (2000) is larger.
 MAX_TOKEN_BYTES = 64
-# Longer input is cut before it reaches a flow: no answer needs more, and nothing huge is stored.
-MAX_TEXT_CHARS = 4000
+# Longer input is cut before it reaches a flow (one character over, so a flow can tell it was
+# too long): no answer needs more, and nothing huge is stored.
+MAX_TEXT_CHARS = 20_000
 
 
 class Inbound(BaseModel):
@@ -43,7 +44,7 @@ class Inbound(BaseModel):
     def parse_text(cls, channel: Channel, user_id: str, chat_id: str, raw: str, **extra: object
                    ) -> Inbound:
         """Turn what a user typed into a command (leading slash) or plain text."""
-        raw = raw[:MAX_TEXT_CHARS]
+        raw = raw[:MAX_TEXT_CHARS + 1]
         stripped = raw.strip()
         if stripped.startswith("/") and len(stripped) > 1:
             head, *args = stripped[1:].split()

@@ -26,6 +26,8 @@ class Question:
     hint: str = "Please pick one of the buttons."
     columns: int = 2
     extra: tuple[str, ...] = field(default=())  # notes shown under the question
+    # Free text kept as written (case, line breaks): `parse` gets it only stripped.
+    raw: bool = False
 
     def buttons(self, step: str, version: int) -> tuple[tuple[Button, ...], ...]:
         made = [Button(label=c.label, token=ButtonToken(step=step, ref=version,
@@ -38,6 +40,8 @@ class Question:
         typed = " ".join(text.split()).lower()
         if not typed:
             return None
+        if self.raw and self.parse:
+            return self.parse(text.strip())
         for choice in self.choices:
             if typed == choice.label.lower():
                 return choice.value

@@ -15,6 +15,7 @@ from storage.models import (
     AuditLog,
     Base,
     ConversationState,
+    Invite,
     Outbox,
     PainReport,
     ProcessedUpdate,
@@ -161,7 +162,44 @@ class Repository:
             select(Session.status, func.count()).where(Session.user_id == user_id,
                                                        Session.day >= since)
             .group_by(Session.status))
-        return {status: count for status, count in rows.tuples()}
+        return {status: count for status, count in rows}
+
+    # --- coaches and invites -------------------------------------------------------------
+    async def patients_of(self, coach_id: int, statuses: tuple[str, ...] | None = None
+                          ) -> list[User]:
+        query = select(User).where(User.coach_id == coach_id).order_by(User.id)
+        if statuses is not None:
+            query = query.where(User.status.in_(statuses))
+        return list((await self.db.scalars(query)).all())
+
+    async def add_invite(self, code: str, coach_id: int, expires_at: datetime, now: datetime
+                         ) -> None:
+        self.db.add(Invite(code=code, coach_id=coach_id, expires_at=expires_at, revoked=False,
+                           created_at=now))
+        await self.db.flush()
+
+    async def valid_invite(self, code: str, now: datetime) -> Invite | None:
+        invite = await self.db.get(Invite, code)
+        if invite is None or invite.revoked or invite.expires_at <= now:
+            return None
+        return invite
+
+    async def invite(self, code: str) -> Invite | None:
+        return await self.db.get(Invite, code)
+
+    async def sessions_of(self, user_ids: list[int], since: date) -> list[Session]:
+        if not user_ids:
+            return []
+        return list((await self.db.scalars(
+            select(Session).where(Session.user_id.in_(user_ids), Session.day >= since)
+            .order_by(Session.user_id, Session.day))).all())
+
+    async def pains_of(self, user_ids: list[int], since: datetime) -> list[PainReport]:
+        if not user_ids:
+            return []
+        return list((await self.db.scalars(
+            select(PainReport).where(PainReport.user_id.in_(user_ids), PainReport.at >= since)
+            .order_by(PainReport.user_id, PainReport.at, PainReport.id))).all())
 
     # --- outgoing ------------------------------------------------------------------------
     async def enqueue(self, *, user_id: int | None, channel: str, chat_id: str, kind: str,

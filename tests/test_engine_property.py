@@ -20,7 +20,7 @@ from conversations.program.data import Program
 from storage.models import ConversationState, ProgramState, User
 from storage.repository import Repository
 
-STATUSES = {"pending", "onboarding", "active", "paused", "referred", "stopped"}
+STATUSES = {"pending", "onboarding", "active", "paused", "referred", "stopped", "staff"}
 USERS = 3
 
 event = st.one_of(

@@ -4,6 +4,7 @@ the reminder schedule, and enrolment at a starting level."""
 from __future__ import annotations
 
 from conversations.flow import ERASED, Ctx, Flow, Step
+from conversations.flows.staff import attach
 from conversations.program.rules import start_level
 from conversations.program.screening import (
     CONSENT_VERSION,
@@ -38,6 +39,10 @@ def ask_consent(ctx: Ctx) -> Question:
 
 
 async def answer_consent(ctx: Ctx, value: str) -> str | None:
+    if value == "decline" and ctx.user.role != "patient":
+        ctx.user.status = "staff"  # a coach or admin keeps their role, just no patient data
+        ctx.say("Understood. Nothing about your health is stored.")
+        return None
     if value == "decline":
         await ctx.repo.erase_user(ctx.user.id)
         ctx.say("Understood. I have not kept anything about you. If you change your mind, "
@@ -47,6 +52,8 @@ async def answer_consent(ctx: Ctx, value: str) -> str | None:
     ctx.user.consent_version = CONSENT_VERSION
     ctx.user.status = "onboarding"
     ctx.user.display_name = ctx.inbound.display_name
+    if ctx.answers.get("invite"):
+        await attach(ctx, ctx.answers["invite"])
     ctx.say("Thank you. First, 8 quick safety questions.")
     return start_screen(ctx)
 

@@ -1,0 +1,375 @@
+"""Coaches and admins: roles, invites, broadcasts, the patient list, statistics and export.
+Every permission is checked by the channel's user id (admins) or the stored role (coaches),
+never by a display name."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+import secrets
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+
+from conversations.flow import Ctx, Flow, Step
+from conversations.messages import Document, Outbound
+from conversations.questions import Question, choices
+from conversations.schedule import local_datetime, zone
+from storage.models import Broadcast, User
+from storage.stats import Stats, compute, weekly_rows
+
+log = logging.getLogger(__name__)
+
+INVITE_DAYS = 14
+PAGE = 10
+MAX_BROADCAST = 12_000  # well under MAX_TEXT_CHARS, so a cut-off input is refused
+PERIODS = {"7d": 7, "30d": 30, "90d": 90, "all": None}
+CODE = re.compile(r"^[A-Z0-9]{6,16}$")
+
+
+def who(user: User) -> str:
+    return f"{user.channel}:{user.channel_user_id}"
+
+
+async def refuse(ctx: Ctx, role: str) -> None:
+    """A command the user may not use: a clear answer, a log line and an audit entry."""
+    log.warning("refused /%s for %s (not %s)", ctx.inbound.command, who(ctx.user), role)
+    ctx.repo.audit(who(ctx.user), "refused", ctx.now, command=ctx.inbound.command or "")
+    ctx.say(f"Sorry, /{ctx.inbound.command} is only for {role}s.")
+
+
+def is_coach(ctx: Ctx) -> bool:
+    return ctx.user.role == "coach" or ctx.admin
+
+
+def parse_period(args: tuple[str, ...]) -> tuple[str, int | None] | None:
+    key = (args[0] if args else "30d").lower()
+    return (key, PERIODS[key]) if key in PERIODS else None
+
+
+def since_of(ctx: Ctx, days: int | None) -> date | None:
+    return None if days is None else ctx.today - timedelta(days=days - 1)
+
+
+# --- invites ---------------------------------------------------------------------------------
+async def invite(ctx: Ctx) -> None:
+    args = ctx.inbound.args
+    if args and args[0].lower() == "revoke":
+        code = args[1].upper() if len(args) > 1 else ""
+        found = await ctx.repo.invite(code)
+        if found is None or (found.coach_id != ctx.user.id and not ctx.admin):
+            ctx.say("I know no invite with that code of yours. Usage: /invite revoke CODE")
+            return
+        found.revoked = True
+        ctx.say(f"Invite {code} is revoked; nobody can join with it now.")
+        return
+    code = "".join(secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(8))
+    expires = ctx.now + timedelta(days=INVITE_DAYS)
+    await ctx.repo.add_invite(code, ctx.user.id, expires, ctx.now)
+    link = ctx.links.get(ctx.user.channel)
+    ctx.say(f"Invite code: {code} (valid until {expires:%Y-%m-%d}). A patient sends "
+            f"/join {code}" + (f", or opens {link.format(code=code)}" if link else "") +
+            f". /invite revoke {code} cancels it.")
+
+
+async def attach(ctx: Ctx, code: str) -> bool:
+    """Attach the patient to the coach of a valid invite code; say why not otherwise."""
+    found = await ctx.repo.valid_invite(code.upper(), ctx.now) if CODE.match(
+        code.upper()) else None
+    if found is None:
+        ctx.say("That invite code is unknown, revoked or expired. Please ask your coach for a "
+                "new one.")
+        return False
+    if found.coach_id == ctx.user.id:
+        ctx.say("That is your own invite code.")
+        return False
+    coach = await ctx.repo.user_by_id(found.coach_id)
+    ctx.user.coach_id = found.coach_id
+    name = coach.display_name if coach and coach.display_name else "your coach"
+    ctx.say(f"You are now connected with {name}, who will see your progress and may send "
+            "you messages.")
+    if ctx.user.consent_at is not None:
+        await ctx.alert_coach("joined you with an invite code.")
+    return True
+
+
+async def join(ctx: Ctx) -> None:
+    if not ctx.inbound.args:
+        ctx.say("Usage: /join CODE, with the code your coach gave you.")
+        return
+    if ctx.user.consent_at is None:
+        ctx.say("Please send /start first and agree to the terms; then /join CODE.")
+        return
+    await attach(ctx, ctx.inbound.args[0])
+
+
+# --- roles -------------------------------------------------------------------------------------
+async def grant(ctx: Ctx, give: bool) -> None:
+    args = ctx.inbound.args
+    verb = "grant" if give else "revoke"
+    if len(args) != 2 or args[0].lower() != "coach":
+        ctx.say(f"Usage: /{verb} coach USER, where USER is a channel id such as "
+                f"{ctx.user.channel}:123456 (they must have sent /start).")
+        return
+    target = await find_user(ctx, args[1])
+    if target is None:
+        ctx.say(f"I know nobody with the id {args[1][:64]}. They must send /start to the bot "
+                "first.")
+        return
+    target.role = "coach" if give else "patient"
+    if give and target.status == "pending":
+        target.status = "staff"  # a coach needs no patient consent to use coach commands
+    ctx.repo.audit(who(ctx.user), f"{verb}_coach", ctx.now, target=who(target))
+    ctx.say(f"{who(target)} is {'now a coach' if give else 'no longer a coach'}.")
+    note = ("You are now a coach on kneecoach: /invite, /broadcast, /patients." if give
+            else "You are no longer a coach on kneecoach.")
+    await ctx.repo.enqueue(
+        user_id=target.id, channel=target.channel, chat_id=target.chat_id, kind="reply",
+        payload=Outbound(channel=target.channel, chat_id=target.chat_id,  # type: ignore[arg-type]
+                         text=note).model_dump(mode="json"), now=ctx.now)
+
+
+async def find_user(ctx: Ctx, ident: str) -> User | None:
+    channel, sep, user_id = ident.partition(":")
+    if not sep:
+        channel, user_id = ctx.user.channel, ident
+    if not user_id or len(user_id) > 64:
+        return None
+    return await ctx.repo.user(channel, user_id)
+
+
+# --- the patient list ------------------------------------------------------------------------
+async def patients(ctx: Ctx) -> None:
+    args = ctx.inbound.args
+    page = int(args[0]) if args and args[0].isdigit() and 0 < int(args[0]) < 10**6 else 1
+    everyone = await ctx.repo.patients_of(ctx.user.id)
+    if not everyone:
+        ctx.say("You have no patients yet. /invite makes a code for them.")
+        return
+    pages = (len(everyone) + PAGE - 1) // PAGE
+    page = min(page, pages)
+    shown = everyone[(page - 1) * PAGE: page * PAGE]
+    ids = [p.id for p in shown]
+    sessions = await ctx.repo.sessions_of(ids, ctx.today - timedelta(days=29))
+    pains = await ctx.repo.pains_of(ids, ctx.now - timedelta(days=14))
+    by_user: dict[int, list] = defaultdict(list)
+    for s in sessions:
+        by_user[s.user_id].append(s)
+    pain_by: dict[int, list] = defaultdict(list)
+    for p in pains:
+        pain_by[p.user_id].append(p)
+    lines = [f"Your patients (page {page} of {pages}, {len(everyone)} in all):"]
+    for n, patient in enumerate(shown, (page - 1) * PAGE + 1):
+        program = await ctx.repo.program(patient.id)
+        days = by_user[patient.id]
+        lines.append(f"{n}. {patient.display_name or who(patient)} ({who(patient)}): " +
+                     _patient_line(ctx, patient, program.level if program else None, days,
+                                   pain_by[patient.id]))
+    if page < pages:
+        lines.append(f"Next: /patients {page + 1}")
+    ctx.say("\n".join(lines))
+
+
+def _adherence(sessions: list, since: date) -> str:
+    window = [s for s in sessions if s.day >= since and s.status != "prompted"]
+    kept = sum(s.status in ("done", "partial") for s in window)
+    return f"{kept}/{len(window)}" if window else "-"
+
+
+def _patient_line(ctx: Ctx, patient: User, level: int | None, sessions: list,
+                  pains: list) -> str:
+    parts = [f"level {level}" if level else f"no program ({patient.status})",
+             f"7d {_adherence(sessions, ctx.today - timedelta(days=6))}",
+             f"30d {_adherence(sessions, ctx.today - timedelta(days=29))}"]
+    if pains:
+        week = ctx.now - timedelta(days=7)
+        this = [p.pain for p in pains if p.at >= week]
+        before = [p.pain for p in pains if p.at < week]
+        trend = ""
+        if this and before:
+            change = sum(this) / len(this) - sum(before) / len(before)
+            trend = " rising" if change >= 1 else " falling" if change <= -1 else " steady"
+        parts.append(f"last pain {pains[-1].pain}/10{trend}")
+    flags = []
+    if patient.status == "referred":
+        flags.append("referred (red flag or pain spike)")
+    if any(p.pain >= 8 for p in pains):
+        flags.append("pain spike")
+    recent = [s.status for s in sessions if s.status != "prompted"][-3:]
+    if len(recent) == 3 and all(s == "missed" for s in recent):
+        flags.append("3+ missed")
+    if patient.unreachable:
+        flags.append("unreachable")
+    if flags:
+        parts.append("FLAGS: " + ", ".join(flags))
+    return ", ".join(parts)
+
+
+# --- broadcasts --------------------------------------------------------------------------------
+def _broadcast_text(text: str) -> str | None:
+    return text if text and len(text) <= MAX_BROADCAST else None
+
+
+def ask_broadcast_text(ctx: Ctx) -> Question:
+    return Question("Write the message for your active patients (up to 12,000 characters). "
+                    "/cancel stops.", parse=_broadcast_text, raw=True,
+                    hint=f"A broadcast needs some text, at most {MAX_BROADCAST:,} characters.")
+
+
+async def answer_broadcast_text(ctx: Ctx, value: str) -> str | None:
+    ctx.answers["text"] = value
+    return "confirm"
+
+
+def ask_broadcast_confirm(ctx: Ctx) -> Question:
+    count = ctx.answers.get("recipients", 0)
+    text = ctx.answers["text"]
+    preview = text if len(text) <= 500 else text[:500] + f"... ({len(text):,} characters)"
+    return choices(f"Preview, to {count} patient{'s' if count != 1 else ''}:\n\n{preview}",
+                   [("now", "Send now"), ("later", "Schedule"), ("cancel", "Cancel")],
+                   columns=3)
+
+
+async def answer_broadcast_confirm(ctx: Ctx, value: str) -> str | None:
+    if value == "cancel":
+        ctx.say("Broadcast cancelled; nothing was sent.")
+        return None
+    if value == "later":
+        return "when"
+    await _queue_broadcast(ctx, ctx.now)
+    return None
+
+
+def _parse_when(text: str) -> str | None:
+    text = " ".join(text.split())
+    return text if re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{1,2}:\d{2}", text) else None
+
+
+def ask_broadcast_when(ctx: Ctx) -> Question:
+    return Question(f"When should it go? Send a date and time such as 2026-12-01 18:00 "
+                    f"({ctx.user.timezone or 'UTC'}).", parse=_parse_when,
+                    hint="Please send a date and time such as 2026-12-01 18:00.")
+
+
+async def answer_broadcast_when(ctx: Ctx, value: str) -> str | None:
+    day, hhmm = value.split(" ")
+    try:
+        when = local_datetime(date.fromisoformat(day), f"{int(hhmm[:-3]):02d}:{hhmm[-2:]}",
+                              ctx.user.timezone or "UTC")
+    except ValueError:
+        ctx.say("That is not a real date and time. Please send one such as 2026-12-01 18:00.")
+        return "when"
+    if when <= ctx.now:
+        ctx.say("That time has passed. Please send a time in the future.")
+        return "when"
+    await _queue_broadcast(ctx, when)
+    return None
+
+
+async def _queue_broadcast(ctx: Ctx, when: datetime) -> None:
+    """One outbox row per patient, in this transaction: a crash can neither half-queue a
+    broadcast nor send anyone a copy twice (the dedupe key is per broadcast and patient)."""
+    text = ctx.answers["text"]
+    row = Broadcast(coach_id=ctx.user.id, text=text, send_at=when, status="queued",
+                    created_at=ctx.now)
+    ctx.repo.add(row)
+    await ctx.repo.flush()
+    recipients = await ctx.repo.patients_of(ctx.user.id, ("active",))
+    for patient in recipients:
+        message = Outbound(channel=patient.channel, chat_id=patient.chat_id,  # type: ignore[arg-type]
+                           text=f"Message from your coach:\n\n{text}")
+        await ctx.repo.enqueue(user_id=patient.id, channel=patient.channel,
+                               chat_id=patient.chat_id, kind="broadcast",
+                               payload=message.model_dump(mode="json"), now=ctx.now,
+                               dedupe_key=f"broadcast:{row.id}:{patient.id}",
+                               broadcast_id=row.id, not_before=when)
+    ctx.repo.audit(who(ctx.user), "broadcast", ctx.now, broadcast=row.id,
+                   recipients=len(recipients))
+    local = when.astimezone(zone(ctx.user.timezone or "UTC"))
+    at = "now" if when <= ctx.now else f"at {local:%Y-%m-%d %H:%M}"
+    ctx.say(f"Broadcast queued to {len(recipients)} patients, sending {at}. You will get a "
+            "delivery report when it is done.")
+
+
+# --- statistics ------------------------------------------------------------------------------
+COLUMNS = ("group", "enrolled", "new", "active", "paused", "referred", "stopped",
+           "prompts_sent", "done", "partial", "skipped", "missed", "adherence",
+           "median_pain_change", "median_kujala_change", "progressed", "held", "regressed")
+
+
+def render(rows: list[Stats], fmt: str) -> str:
+    data = [row.public() for row in rows]
+    if fmt == "json":
+        return json.dumps(data, indent=2)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(data)
+        return out.getvalue()
+    cells = [[_cell(d[c]) for c in COLUMNS] for d in data]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def summary(row: Stats, period: str) -> str:
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:.0%}"
+
+    return (f"{row.group} ({period}): {row.enrolled} enrolled ({row.new} new), {row.active} "
+            f"active, {row.paused} paused, {row.referred} referred. Prompts sent "
+            f"{row.prompts_sent}. Sessions: {row.done} done, {row.partial} partly, "
+            f"{row.skipped} skipped, {row.missed} missed; adherence {pct(row.adherence)}. "
+            f"Median change in worst pain {_cell(row.median_pain_change)}, in Kujala "
+            f"{_cell(row.median_kujala_change)}. Progressed {pct(row.progressed)}, held "
+            f"{pct(row.held)}, regressed {pct(row.regressed)}.")
+
+
+async def stats(ctx: Ctx) -> None:
+    period = parse_period(ctx.inbound.args)
+    if period is None:
+        ctx.say("Usage: /stats 7d, 30d, 90d or all.")
+        return
+    rows = await compute(ctx.repo.db, since_of(ctx, period[1]), ctx.today)
+    ctx.say("\n\n".join(summary(row, period[0]) for row in rows))
+
+
+async def export(ctx: Ctx) -> None:
+    period = parse_period(ctx.inbound.args)
+    if period is None:
+        ctx.say("Usage: /export 7d, 30d, 90d or all.")
+        return
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["patient", "coach", "week_start", "level", "done", "partial", "skipped",
+                     "missed", "mean_pain", "worst_pain"])
+    async for row in weekly_rows(ctx.repo.db, since_of(ctx, period[1])):
+        writer.writerow([row.patient, row.coach or "", row.week_start.isoformat(), row.level,
+                         row.done, row.partial, row.skipped, row.missed,
+                         "" if row.mean_pain is None else row.mean_pain,
+                         "" if row.worst_pain is None else row.worst_pain])
+    ctx.repo.audit(who(ctx.user), "export_csv", ctx.now, period=period[0])
+    ctx.say(f"One row per patient per week ({period[0]}), as CSV.",
+            document=Document(filename=f"kneecoach-{period[0]}.csv",
+                              content=out.getvalue().encode(), mime_type="text/csv"))
+
+
+FLOWS: dict[str, Flow] = {
+    "broadcast": {
+        "text": Step(ask_broadcast_text, answer_broadcast_text),
+        "confirm": Step(ask_broadcast_confirm, answer_broadcast_confirm),
+        "when": Step(ask_broadcast_when, answer_broadcast_when),
+    },
+}
