@@ -6,14 +6,22 @@ import argparse
 import asyncio
 import getpass
 import logging
+import signal
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.settings import Settings, SettingsError, load_settings
 from conversations.clock import SystemClock
 from conversations.engine import Engine
+from conversations.flows.staff import PERIODS, render
 from conversations.program.data import Program, ProgramError, load_program
 from storage.db import create_engine, is_sqlite, migrate, sessionmaker
+from storage.repository import Repository
+from storage.stats import compute
 
 log = logging.getLogger("kneecoach")
 
@@ -33,30 +41,111 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--user", default=None,
                      help="terminal channel: who you are (default: your login name)")
     commands.add_parser("migrate", help="bring the database schema up to date")
+    for verb in ("grant", "revoke"):
+        role = commands.add_parser(verb, help=f"{verb} the coach role (admins' command line)")
+        role.add_argument("role", choices=("coach",))
+        role.add_argument("user", help="channel:user id, e.g. telegram:123456")
+    stats = commands.add_parser("stats", help="adherence and outcome statistics")
+    stats.add_argument("--since", choices=tuple(PERIODS), default="30d")
+    stats.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    erase = commands.add_parser(
+        "erase", help="erase everything held about a patient (a written erasure request)")
+    erase.add_argument("user", help="channel:user id, e.g. telegram:123456")
     return parser
 
 
-async def _engine_and_db(settings: Settings, program: Program) -> tuple[Engine, object]:
-    database = create_engine(settings.database_url)
-    if is_sqlite(settings.database_url):
-        await migrate(database)  # the embedded default keeps itself up to date
-    return Engine(sessionmaker(database), program, SystemClock()), database
+def _channels(settings: Settings, chosen: str | None) -> list[str]:
+    """The channels to run: the one asked for, else every one whose token is set, else the
+    terminal."""
+    if chosen:
+        return [chosen]
+    found = [name for name, token in (("telegram", settings.telegram_token),
+                                      ("slack", settings.slack_bot_token)) if token]
+    return found or ["console"]
 
 
 async def _run(settings: Settings, program: Program, args: argparse.Namespace) -> int:
-    from bot.channels.console import ConsoleChannel
-
-    channel = args.channel or "console"
-    if args.worker or channel != "console":
-        print(f"kneecoach: the {'worker' if args.worker else channel} mode is not built yet",
-              file=sys.stderr)
+    channels = _channels(settings, args.channel)
+    missing = [c for c in channels if c == "telegram" and not settings.telegram_token]
+    if missing or "slack" in channels:
+        what = ("KNEECOACH_TELEGRAM_TOKEN is not set" if missing
+                else "the Slack channel is not built yet")
+        print(f"kneecoach: {what}", file=sys.stderr)
         return 2
-    engine, database = await _engine_and_db(settings, program)
+    database = create_engine(settings.database_url)
+    if is_sqlite(settings.database_url):
+        await migrate(database)  # the embedded default keeps itself up to date
+    sessions = sessionmaker(database)
+    clock = SystemClock()
+    engine = Engine(sessions, program, clock, settings.admin_ids)
     try:
-        await ConsoleChannel(engine, args.user or getpass.getuser()).run()
+        if channels == ["console"] and not args.worker:
+            from bot.channels.console import ConsoleChannel
+
+            await ConsoleChannel(engine, args.user or getpass.getuser()).run()
+        else:
+            await _serve(settings, sessions, program, engine, clock,
+                         [] if args.worker else channels)
     finally:
-        await database.dispose()  # type: ignore[attr-defined]
+        await database.dispose()
     return 0
+
+
+async def _serve(settings: Settings, sessions: async_sessionmaker[DbSession], program: Program,
+                 engine: Engine, clock: SystemClock, channels: list[str]) -> None:
+    """Chat channels plus the scheduler and sender, until SIGTERM or SIGINT."""
+    from bot.channels.telegram import TelegramChannel, run_telegram
+    from bot.scheduler import run_worker
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    deliverers = {}
+    if settings.telegram_token:
+        deliverers["telegram"] = TelegramChannel.deliverer(settings)
+    tasks = [run_worker(settings, sessions, program, deliverers, clock, stop)]
+    if "telegram" in channels:
+        tasks.append(run_telegram(settings, engine, stop))
+    log.info("kneecoach running: %s", ", ".join(channels) or "worker only")
+    await asyncio.gather(*tasks)
+
+
+async def _admin(settings: Settings, args: argparse.Namespace) -> int:
+    """The admin commands of the command line, each in one transaction."""
+    database = create_engine(settings.database_url)
+    if is_sqlite(settings.database_url):
+        await migrate(database)
+    try:
+        async with sessionmaker(database)() as db, db.begin():
+            repo = Repository(db)
+            now = SystemClock().now()
+            if args.command == "stats":
+                days = PERIODS[args.since]
+                today = now.date()
+                since = None if days is None else today - timedelta(days=days - 1)
+                print(render(await compute(db, since, today), args.format))
+                return 0
+            channel, _, user_id = args.user.partition(":")
+            user = await repo.user(channel, user_id)
+            if user is None:
+                print(f"kneecoach: nobody with the id {args.user} has started the bot",
+                      file=sys.stderr)
+                return 1
+            if args.command == "erase":
+                await repo.erase_user(user.id)
+                repo.audit("command line", "erasure", now, channel=channel)
+                print(f"kneecoach: erased everything held about {args.user}")
+                return 0
+            user.role = "coach" if args.command == "grant" else "patient"
+            if args.command == "grant" and user.status == "pending":
+                user.status = "staff"
+            repo.audit("command line", f"{args.command}_coach", now, target=args.user)
+            print(f"kneecoach: {args.user} is "
+                  f"{'now a coach' if args.command == 'grant' else 'no longer a coach'}")
+            return 0
+    finally:
+        await database.dispose()
 
 
 async def _migrate(settings: Settings) -> int:
@@ -81,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
+    if args.command in ("grant", "revoke", "stats", "erase"):
+        return asyncio.run(_admin(settings, args))
     try:
         return asyncio.run(_run(settings, program, args))
     except KeyboardInterrupt:

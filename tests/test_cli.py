@@ -3,6 +3,7 @@ terminal chat driven by a script through stdin."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -79,3 +80,32 @@ def test_terminal_chat_journey_from_a_script(tmp_path: Path) -> None:
     # A second person on the same database starts from the beginning.
     other = kneecoach("run", "--user", "bob", stdin="/today\n", cwd=tmp_path)
     assert "Send /start to begin" in other.stdout
+
+
+def test_admin_command_line_grant_stats_erase(tmp_path: Path) -> None:
+    """`kneecoach grant`, `stats` and `erase` on the same database the chat uses."""
+    lines = ["/start", *CLEAN_SCREEN, "/today", "Done", "3"]
+    assert kneecoach("run", "--user", "alice", stdin="\n".join(lines) + "\n",
+                     cwd=tmp_path).returncode == 0
+    assert kneecoach("run", "--user", "bob", stdin="/start\n", cwd=tmp_path).returncode == 0
+    granted = kneecoach("grant", "coach", "console:bob", cwd=tmp_path)
+    assert granted.returncode == 0 and "now a coach" in granted.stdout
+    missing = kneecoach("grant", "coach", "console:nobody", cwd=tmp_path)
+    assert missing.returncode == 1 and "nobody" in missing.stderr
+    table = kneecoach("stats", "--since", "7d", cwd=tmp_path)
+    assert table.returncode == 0
+    header, everyone = table.stdout.splitlines()[:2]
+    assert header.split()[:3] == ["group", "enrolled", "new"]
+    assert everyone.split()[:2] == ["all", "1"]
+    as_json = kneecoach("stats", "--since", "all", "--format", "json", cwd=tmp_path)
+    assert json.loads(as_json.stdout)[0]["done"] == 1
+    as_csv = kneecoach("stats", "--format", "csv", cwd=tmp_path)
+    assert as_csv.stdout.startswith("group,enrolled,new,")
+    bad = kneecoach("stats", "--since", "forever", cwd=tmp_path)
+    assert bad.returncode == 2
+    erased = kneecoach("erase", "console:alice", cwd=tmp_path)
+    assert erased.returncode == 0
+    after = kneecoach("stats", "--since", "all", "--format", "json", cwd=tmp_path)
+    assert json.loads(after.stdout)[0]["enrolled"] == 0
+    again = kneecoach("run", "--user", "alice", stdin="/today\n", cwd=tmp_path)
+    assert "Send /start to begin" in again.stdout
