@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -17,7 +16,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conversations.clock import Clock
 from conversations.flow import ERASED, Ctx, Flow
-from conversations.flows import account, onboarding, session, staff
+from conversations.flows import account, onboarding, progress, session, staff
 from conversations.messages import ButtonToken, Inbound, Outbound
 from conversations.program.data import Program
 from conversations.prompts import SNOOZE, prompt_message
@@ -27,7 +26,7 @@ from storage.repository import Repository, StaleState
 log = logging.getLogger(__name__)
 
 FLOWS: dict[str, Flow] = {"onboarding": onboarding.FLOW, **session.FLOWS, **account.FLOWS,
-                          **staff.FLOWS}
+                          **staff.FLOWS, **progress.FLOWS}
 
 ENROLLED = ("active", "paused", "referred", "stopped")
 
@@ -338,18 +337,7 @@ class Engine:
     async def _progress(self, ctx: Ctx, state: ConversationState) -> None:
         if await self._needs_enrolment(ctx, state):
             return
-        program = await ctx.repo.program(ctx.user.id)
-        if program is None:
-            ctx.say("You have no exercise program yet, so there is no progress to show.")
-            return
-        week = await ctx.repo.count_sessions(ctx.user.id, ctx.today - timedelta(days=6))
-        last = await ctx.repo.last_pain(ctx.user.id)
-        done = week.get("done", 0) + week.get("partial", 0)
-        ctx.say(f"Level {program.level} of {self.program.top_level}. Sessions in the last 7 "
-                f"days: {done} done or partly done, {week.get('skipped', 0)} skipped, "
-                f"{week.get('missed', 0)} missed. Worst pain at the start: "
-                f"{program.baseline_worst_pain}/10"
-                + (f"; last reported pain: {last.pain}/10." if last else "."))
+        await progress.show(ctx)
         await self._reask(ctx, state)
 
     async def _mydata(self, ctx: Ctx, state: ConversationState) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -146,6 +146,14 @@ class Repository:
         return await self.db.scalar(
             select(PainReport).where(PainReport.user_id == user_id)
             .order_by(PainReport.at.desc(), PainReport.id.desc()).limit(1))
+
+    async def assessments(self, user_id: int, kind: str) -> list[Assessment]:
+        return list((await self.db.scalars(
+            select(Assessment).where(Assessment.user_id == user_id, Assessment.kind == kind)
+            .order_by(Assessment.id))).all())
+
+    async def pain_reports(self, user_id: int) -> list[PainReport]:
+        return await self.pains_of([user_id], datetime.min.replace(tzinfo=UTC))
 
     async def first_assessment(self, user_id: int, kind: str) -> Assessment | None:
         return await self.db.scalar(

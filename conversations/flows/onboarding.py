@@ -3,7 +3,7 @@ the reminder schedule, and enrolment at a starting level."""
 
 from __future__ import annotations
 
-from conversations.flow import ERASED, Ctx, Flow, Step
+from conversations.flow import ERASED, Answer, Ctx, Flow, Step
 from conversations.flows.staff import attach
 from conversations.program.rules import start_level
 from conversations.program.screening import (
@@ -122,7 +122,17 @@ async def answer_knee(ctx: Ctx, value: str) -> str | None:
     return "kujala_1"
 
 
-def _kujala_step(index: int) -> Step:
+def kujala_steps(finish: Answer) -> dict[str, Step]:
+    """The 13 Kujala items as steps; `finish` runs after the last one (with its answer)."""
+    return {name: _kujala_step(i, finish)
+            for i, name in enumerate(_numbered("kujala", len(KUJALA)))}
+
+
+async def _to_timezone(ctx: Ctx, value: str) -> str | None:
+    return "timezone"
+
+
+def _kujala_step(index: int, finish: Answer) -> Step:
     text, options = KUJALA[index]
 
     def ask(ctx: Ctx) -> Question:
@@ -131,7 +141,9 @@ def _kujala_step(index: int) -> Step:
 
     async def answer(ctx: Ctx, value: str) -> str | None:
         ctx.answers["kujala"] = [*ctx.answers["kujala"][:index], int(value)]
-        return f"kujala_{index + 2}" if index + 1 < len(KUJALA) else "timezone"
+        if index + 1 < len(KUJALA):
+            return f"kujala_{index + 2}"
+        return await finish(ctx, value)
 
     return Step(ask, answer)
 
@@ -220,7 +232,7 @@ FLOW: Flow = {
     **{name: _sign_step(i) for i, name in enumerate(_numbered("sign", len(SIGNS)))},
     "worst_pain": Step(ask_worst_pain, answer_worst_pain),
     "knee": Step(ask_knee, answer_knee),
-    **{name: _kujala_step(i) for i, name in enumerate(_numbered("kujala", len(KUJALA)))},
+    **kujala_steps(_to_timezone),
     "timezone": Step(ask_timezone, answer_timezone),
     "reminder_time": Step(ask_time, answer_time),
     "reminder_days": Step(ask_days, answer_days),

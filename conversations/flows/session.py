@@ -21,6 +21,7 @@ from conversations.prompts import check_due
 from conversations.questions import Question, choices, pain_scale, yes_no
 from storage.models import PainReport, ProgressionEvent, Session
 
+KUJALA_EVERY = timedelta(days=28)  # the knee score is asked again every 4 weeks
 HISTORY_DAYS = 60  # the rules look back at most 14 days, R7 to the last regression
 
 CLINICIAN_URGENT = (
@@ -55,6 +56,11 @@ async def open_today(ctx: Ctx) -> str | None:
     if unchecked is not None:
         ctx.answers = {"session_id": unchecked.id}
         return "morning:delta"
+    last_score = await ctx.repo.latest_assessment(ctx.user.id, "kujala")
+    if (last_score is not None and ctx.now - last_score.created_at >= KUJALA_EVERY
+            and not ctx.answers.get("kujala_later")):
+        ctx.answers = {}
+        return "kujala:offer"
     session = await ctx.repo.session_on(ctx.user.id, ctx.today)
     if session is None:
         await restart_after_gap(ctx)
