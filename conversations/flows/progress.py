@@ -3,6 +3,8 @@ and the Kujala score asked again every 4 weeks."""
 
 from __future__ import annotations
 
+from datetime import date
+
 from conversations.chart import DaySession, Progress, render, summary
 from conversations.flow import Ctx, Flow, Step
 from conversations.flows.onboarding import kujala_steps
@@ -10,36 +12,37 @@ from conversations.flows.session import open_today
 from conversations.program.screening import kujala_score
 from conversations.questions import Question, choices
 from conversations.schedule import local_date
-from storage.models import Assessment
+from storage.models import Assessment, User
+from storage.repository import Repository
 
 KUJALA_MEANINGFUL = 10  # the scale's minimal clinically important difference (CLINICAL.md 4)
 
 
-async def gather(ctx: Ctx) -> Progress | None:
+async def gather(repo: Repository, user: User, today: date) -> Progress | None:
     """Everything the chart shows; None for a patient with nothing to show yet."""
-    program = await ctx.repo.program(ctx.user.id)
+    program = await repo.program(user.id)
     if program is None:
         return None
-    tz = ctx.user.timezone or "UTC"
-    sessions = await ctx.repo.sessions_since(ctx.user.id, program.started_on)
-    reports = await ctx.repo.pain_reports(ctx.user.id)
+    tz = user.timezone or "UTC"
+    sessions = await repo.sessions_since(user.id, program.started_on)
+    reports = await repo.pain_reports(user.id)
     pains = [(local_date(p.at, tz), p.pain) for p in reports if p.context != "baseline"]
     if not pains and not any(s.status != "prompted" for s in sessions):
         return None
-    events = await ctx.repo.events_since(ctx.user.id, program.started_on)
-    kujala = await ctx.repo.assessments(ctx.user.id, "kujala")
+    events = await repo.events_since(user.id, program.started_on)
+    kujala = await repo.assessments(user.id, "kujala")
     return Progress(
         sessions=[DaySession(s.day, s.status, s.pain_during) for s in sessions],
         pains=pains,
         levels=[(e.day, e.from_level, e.to_level) for e in events
                 if e.action in ("progress", "regress", "restart") and e.from_level != e.to_level],
         kujala=[(local_date(a.created_at, tz), a.score) for a in kujala if a.score is not None],
-        baseline_worst=program.baseline_worst_pain, today=ctx.today)
+        baseline_worst=program.baseline_worst_pain, today=today)
 
 
 async def show(ctx: Ctx) -> None:
     program = await ctx.repo.program(ctx.user.id)
-    data = await gather(ctx)
+    data = await gather(ctx.repo, ctx.user, ctx.today)
     if program is None or data is None:
         ctx.say("Nothing to chart yet. Once you have reported a session or your pain (/today, "
                 "/pain), /progress shows how it is going.")
@@ -52,6 +55,32 @@ def ask_offer(ctx: Ctx) -> Question:
     return choices("Four weeks have passed: time to fill in the knee score again (13 quick "
                    "questions), so we can see how you are doing.",
                    [("now", "Now"), ("later", "Later")], columns=2)
+
+
+def advice(data: Progress) -> str:
+    """One sentence for the weekly summary, from the pain monitoring model's zones."""
+    week = [s for s in data.sessions if (data.today - s.day).days < 7 and s.status != "prompted"]
+    kept = sum(s.status in ("done", "partial") for s in week) / len(week) if week else 0
+    pains = [p for d, p in data.pains if (data.today - d).days < 7]
+    if pains and max(pains) > 5:
+        return ("Your pain went above 5 this week: keep to the lighter dose, and stop any "
+                "exercise that causes sharp pain.")
+    if kept < 0.5:
+        return ("Try to fit in a few more sessions next week: regular exercise is what helps "
+                "knee-cap pain.")
+    if pains and max(pains) <= 2 and kept >= 0.7:
+        return "A great week: easy sessions like these are how you move up a level."
+    return ("Steady work. Soreness up to 5 during exercise is fine as long as it settles by "
+            "the next morning.")
+
+
+async def weekly_summary(repo: Repository, user: User, today: date) -> str | None:
+    """The text of the weekly summary, or None for a patient with nothing to sum up."""
+    program = await repo.program(user.id)
+    data = await gather(repo, user, today)
+    if program is None or data is None:
+        return None
+    return f"Your week: level {program.level}. {summary(data)} {advice(data)}"
 
 
 async def answer_offer(ctx: Ctx, value: str) -> str | None:
