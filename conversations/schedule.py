@@ -106,16 +106,19 @@ def local_date(now: datetime, tz_name: str) -> date:
 
 def local_datetime(day: date, hhmm: str, tz_name: str) -> datetime:
     """The UTC instant of local `hhmm` on `day`. A wall time that does not exist (spring
-    forward) moves forward by the gap; one that happens twice (fall back) is the first."""
+    forward) becomes the first minute after it that does; one that happens twice (fall back)
+    is the first."""
     tz = zone(tz_name)
     wall = datetime.combine(day, time.fromisoformat(hhmm))
-    first = wall.replace(tzinfo=tz, fold=0)
-    # A nonexistent time round-trips to another wall time; move it forward by the gap.
-    if first.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != wall:
-        later = wall.replace(tzinfo=tz, fold=1)
-        gap = first.utcoffset() - later.utcoffset()  # type: ignore[operator]
-        return (wall + abs(gap)).replace(tzinfo=tz).astimezone(UTC)
-    return first.astimezone(UTC)
+    candidate = wall
+    # A nonexistent time round-trips to another wall time. Gaps are an hour or less in
+    # practice (a whole day at most, Samoa 2011), so stepping by minutes is cheap and exact.
+    for _ in range(24 * 60):
+        instant = candidate.replace(tzinfo=tz, fold=0).astimezone(UTC)
+        if instant.astimezone(tz).replace(tzinfo=None) == candidate:
+            return instant
+        candidate += timedelta(minutes=1)
+    raise ValueError(f"{wall} does not exist in {tz_name}")
 
 
 def next_prompt_at(after: datetime, tz_name: str, hhmm: str, days: str) -> datetime:

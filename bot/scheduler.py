@@ -1,0 +1,297 @@
+"""The scheduler tick and the worker that runs it next to the outbox sender.
+
+No job per patient lives in memory: each enrolment stores its next prompt time (UTC) and the
+tick claims the due ones in batches (see storage/dispatch.py). In one transaction per batch it
+records that local day's session, queues the prompt in the outbox and moves next_prompt_at on,
+so a crash leaves either all of it or none, and several workers never claim the same row.
+Prompts more than the grace window late are not sent: their days are recorded as missed, so a
+restart after an outage never sends a burst."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, cast
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from bot.delivery import Deliverer, OutboxSender
+from bot.settings import Settings
+from conversations.clock import Clock
+from conversations.flows.session import HISTORY_DAYS
+from conversations.messages import Channel, Outbound
+from conversations.program.data import Program
+from conversations.program.rules import SessionFact, restart_level
+from conversations.prompts import check_message, prompt_message
+from conversations.schedule import local_date, next_prompt_at
+from storage import dispatch
+from storage.db import is_sqlite
+from storage.models import ProgressionEvent
+
+log = logging.getLogger(__name__)
+
+BATCH = 5000  # enrolments per transaction: locks held well under a second, ~10 statements
+PARALLEL = 4  # batches at once on PostgreSQL
+CHECK_LOOKBACK = timedelta(days=2)
+
+
+@dataclass
+class TickReport:
+    prompts: int = 0  # prompts queued
+    missed: int = 0  # scheduled days recorded as missed (too late to prompt)
+    checks: int = 0  # next-morning checks queued
+    restarts: int = 0  # R6: back one level after 7 missed days
+
+
+@dataclass(frozen=True, slots=True)
+class _Days:
+    """What the scheduled prompt times passed by `now` come to for one schedule."""
+
+    missed: tuple[date, ...] = ()  # too late to prompt: recorded as missed
+    send: date | None = None  # the day to prompt for, still within the grace window
+    last: date | None = None  # the latest scheduled day passed
+    next_at: datetime | None = None
+
+
+class _Prompts:
+    """Prompt payloads, as JSON text, for a tick that may queue 100,000: `prompt_message`
+    renders one per channel and level, and each patient's copy gets their chat and session
+    put in (a test holds the copies equal to what `prompt_message` gives)."""
+
+    CHAT = "chat-7f3e9a"  # stand-ins that no real chat id or session id is
+    SESSION = 987_654_321_987
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self._rendered: dict[tuple[str, int], str] = {}
+
+    def payload(self, channel: str, chat_id: str, session_id: int, level: int) -> str:
+        template = self._rendered.get((channel, level))
+        if template is None:
+            message = prompt_message(cast(Channel, channel), self.CHAT, self.SESSION, level,
+                                     self.program)
+            template = (_json(message).replace("%", "%%")
+                        .replace(json.dumps(self.CHAT), "%(chat)s")
+                        .replace(str(self.SESSION), "%(session)d"))
+            self._rendered[(channel, level)] = template
+        return template % {"chat": json.dumps(chat_id), "session": session_id}
+
+
+def _json(message: Outbound) -> str:
+    return json.dumps(message.model_dump(mode="json"))
+
+
+def restart_message(level: int) -> str:
+    """R6 told with the prompt, to someone who may still be away (so no "welcome back")."""
+    return (f"After 7 missed days in a row we restart one level lower, at level {level}, to let "
+            "the knee get used to the exercises again.")
+
+
+class Scheduler:
+    """Claims and queues what is due. `parallel` batches run at once within a tick: worth it
+    on PostgreSQL, where SKIP LOCKED hands them disjoint rows; SQLite serialises writers."""
+
+    def __init__(self, sessions: async_sessionmaker[DbSession], program: Program, clock: Clock,
+                 *, grace: timedelta, batch: int = BATCH, parallel: int = 1) -> None:
+        self.sessions = sessions
+        self.program = program
+        self.clock = clock
+        self.grace = grace
+        self.batch = batch
+        self.parallel = parallel
+        self._prompts_payloads = _Prompts(program)
+        self._days_cache: dict[tuple[datetime, str, str, str], _Days] = {}
+        self._running = asyncio.Lock()
+
+    async def tick(self) -> TickReport:
+        """Queue every check and prompt due now. Checks go first: when both fall due together
+        the patient answers the morning question before the day's prompt."""
+        now = self.clock.now()
+        report = TickReport()
+
+        async def batches(step: Callable[[datetime, TickReport], Awaitable[int]]) -> None:
+            while await step(now, report) == self.batch:
+                pass
+
+        async with self._running:
+            self._days_cache.clear()  # computed for this tick's `now`
+            for step in (self._checks, self._prompts):
+                await asyncio.gather(*(batches(step) for _ in range(self.parallel)))
+        return report
+
+    async def idle(self) -> None:
+        """Return once no tick is running."""
+        async with self._running:
+            pass
+
+    async def job(self) -> None:
+        """The periodic job: a failed tick is logged and the next one tries again."""
+        try:
+            report = await self.tick()
+        except Exception:
+            log.exception("scheduler tick failed")
+            return
+        if report.prompts or report.missed or report.checks:
+            log.info("tick: %s prompts, %s checks queued; %s days missed; %s restarts",
+                     report.prompts, report.checks, report.missed, report.restarts)
+
+    # --- next-morning checks -------------------------------------------------------------
+    async def _checks(self, now: datetime, report: TickReport) -> int:
+        async with self.sessions() as db, db.begin():
+            due = await dispatch.claim_due_checks(db, now, self.batch)
+            # A check for someone paused, unreachable, or too late after an outage is dropped:
+            # /today still asks the morning question of any open session.
+            wanted = {d.user_id: local_date(now, d.timezone or "UTC") for d in due
+                      if d.status == "active" and not d.unreachable
+                      and now - d.next_check_at <= self.grace}
+            # The check is for the session of the day before; older ones are left to /today.
+            open_sessions = await dispatch.unchecked_sessions(db, wanted, CHECK_LOOKBACK)
+            rows = []
+            for check in due:
+                session_id = open_sessions.get(check.user_id)
+                if session_id is None:
+                    continue
+                message = check_message(cast(Channel, check.channel), check.chat_id, session_id)
+                rows.append(_outbox_row(check.user_id, check.channel, check.chat_id, "check",
+                                        _json(message), f"check:{session_id}"))
+            await dispatch.enqueue_many(db, rows, now)
+            await dispatch.clear_checks(db, [d.user_id for d in due], now)
+        report.checks += len(rows)
+        return len(due)
+
+    # --- daily prompts -------------------------------------------------------------------
+    def _days(self, due: dispatch.DuePrompt, now: datetime) -> _Days:
+        tz, hhmm, days = due.timezone, due.reminder_time, due.reminder_days
+        if not (tz and hhmm and days):
+            return _Days()  # nothing to schedule by: next_prompt_at is cleared
+        key = (due.next_prompt_at, tz, hhmm, days)
+        found = self._days_cache.get(key)  # a tick's patients share a few schedules
+        if found is not None:
+            return found
+        at, scheduled = due.next_prompt_at, []
+        while at <= now:  # every scheduled time passed since the last tick (or outage)
+            scheduled.append((local_date(at, tz), at))
+            at = next_prompt_at(at, tz, hhmm, days)
+        last, last_at = scheduled[-1]
+        send = last if now - last_at <= self.grace else None
+        found = _Days(missed=tuple(day for day, _ in scheduled if day != send), send=send,
+                      last=last, next_at=at)
+        self._days_cache[key] = found
+        return found
+
+    async def _prompts(self, now: datetime, report: TickReport) -> int:
+        async with self.sessions() as db, db.begin():
+            due = await dispatch.claim_due_prompts(db, now, self.batch)
+            plans = [(d, self._days(d, now)) for d in due]
+            # Unanswered prompts of earlier days are missed now that a later day has come.
+            await dispatch.miss_open_sessions(db, _by_day((d.user_id, p.last) for d, p in plans))
+            missed = [(d.user_id, day) for d, p in plans for day in p.missed]
+            await dispatch.add_sessions(db, _by_day(missed), "missed", now)
+            report.missed += len(missed)
+
+            sending = {(d.user_id, p.send): d for d, p in plans if p.send is not None}
+            # The patient may have opened the day's session already (/today): keep it.
+            existing = await dispatch.sessions_on(db, sending.keys())
+            fresh = [(key[1], d) for key, d in sending.items() if key not in existing]
+            restarts = await self._restarts(db, fresh, now)
+            report.restarts += len(restarts)
+            moves: dict[datetime | None, list[int]] = defaultdict(list)
+            for d, p in plans:
+                moves[p.next_at].append(d.user_id)
+            await dispatch.advance(db, moves, restarts, now)  # first: sessions take the level
+            added = await dispatch.add_sessions(
+                db, _by_day((d.user_id, day) for day, d in fresh), "prompted", now)
+
+            rows = []
+            for (user_id, day), d in sending.items():
+                if (user_id, day) in existing:
+                    session_id, status, level = existing[(user_id, day)]
+                    if status != "prompted":
+                        continue  # reported already: no reminder needed
+                elif user_id in added:
+                    session_id, level = added[user_id], restarts.get(user_id, d.level)
+                else:
+                    continue  # opened through /today this very moment: it is on screen
+                if user_id in restarts:
+                    message = prompt_message(cast(Channel, d.channel), d.chat_id, session_id,
+                                             level, self.program)
+                    payload = _json(message.model_copy(
+                        update={"text": f"{restart_message(level)}\n\n{message.text}"}))
+                else:
+                    payload = self._prompts_payloads.payload(d.channel, d.chat_id, session_id,
+                                                             level)
+                rows.append(_outbox_row(user_id, d.channel, d.chat_id, "prompt", payload,
+                                        f"prompt:{user_id}:{day.isoformat()}"))
+            await dispatch.enqueue_many(db, rows, now)
+            report.prompts += len(rows)
+        return len(due)
+
+    async def _restarts(self, db: DbSession, fresh: list[tuple[date, dispatch.DuePrompt]],
+                        now: datetime) -> dict[int, int]:
+        """R6 for the sessions about to be created: user_id -> the lower level, for those
+        whose missed days in a row call for a re-start (stored as a progression event)."""
+        history_days = timedelta(days=HISTORY_DAYS)
+        # Only a patient whose latest session is a missed one can be in a run of missed days.
+        candidates = await dispatch.last_missed_before(
+            db, _by_day((d.user_id, day) for day, d in fresh), history_days)
+        if not candidates:
+            return {}
+        starting = {d.user_id: (day, d) for day, d in fresh if d.user_id in candidates}
+        since = min(day for day, _ in starting.values()) - history_days
+        history = await dispatch.session_history(db, candidates, since)
+        lowered: dict[int, int] = {}
+        for user_id, (day, d) in starting.items():
+            facts = [SessionFact(day=s.day, level=s.level, status=s.status,  # type: ignore[arg-type]
+                                 pain_during=s.pain_during, morning_delta=s.morning_delta,
+                                 morning_symptom=s.morning_symptom)
+                     for s in history[user_id] if day - history_days <= s.day < day]
+            lower = restart_level(level=d.level, today=day, sessions=facts)
+            if lower is None or lower == d.level:
+                continue
+            lowered[user_id] = lower
+            db.add(ProgressionEvent(user_id=user_id, at=now, day=day, from_level=d.level,
+                                    to_level=lower, action="restart", rule="R6",
+                                    message=restart_message(lower)))
+        return lowered
+
+
+def _by_day(pairs: Iterable[tuple[int, date | None]]) -> dict[date, list[int]]:
+    grouped: dict[date, list[int]] = defaultdict(list)
+    for user_id, day in pairs:
+        if day is not None:
+            grouped[day].append(user_id)
+    return grouped
+
+
+def _outbox_row(user_id: int, channel: str, chat_id: str, kind: str, payload: str,
+                dedupe_key: str) -> dict[str, Any]:
+    return {"user_id": user_id, "channel": channel, "chat_id": chat_id, "kind": kind,
+            "payload": payload, "dedupe_key": dedupe_key}
+
+
+async def run_worker(settings: Settings, sessions: async_sessionmaker[DbSession],
+                     program: Program, deliverers: Mapping[str, Deliverer], clock: Clock,
+                     stop: asyncio.Event) -> None:
+    """Tick every `tick_seconds` and drain the outbox until `stop` is set. Any number of
+    workers may run against one PostgreSQL database."""
+    scheduler = Scheduler(sessions, program, clock,
+                          grace=timedelta(minutes=settings.grace_minutes),
+                          parallel=1 if is_sqlite(settings.database_url) else PARALLEL)
+    sender = OutboxSender(sessions, deliverers, clock, rate=settings.send_rate)
+    jobs = AsyncIOScheduler(timezone=UTC)
+    # One tick at a time; ticks missed while one ran long fold into one. First tick now.
+    jobs.add_job(scheduler.job, "interval", seconds=settings.tick_seconds, max_instances=1,
+                 coalesce=True, misfire_grace_time=None, next_run_time=datetime.now(UTC))
+    jobs.start()
+    try:
+        await sender.run(stop)
+    finally:
+        jobs.shutdown(wait=False)
+        await scheduler.idle()  # a tick in progress commits (or rolls back) before we return

@@ -1,0 +1,377 @@
+"""Claims for the scheduler and the outbox sender, and the bulk writes that go with them.
+
+A claim hands each due row to exactly one worker. PostgreSQL: `SELECT ... FOR UPDATE SKIP
+LOCKED`, so concurrent workers take disjoint rows and the locks last until the caller's
+transaction commits. SQLite serialises writers, so there the claim is a conditional UPDATE
+that must be the first statement of its transaction: it takes the write lock on a fresh
+snapshot, and nobody else can claim until the caller commits. The caller then moves every
+claimed row out of the due set (a new next_prompt_at, a lease) before committing.
+
+Everything here works on whole batches (a handful of statements per batch, whatever its size)
+and knows nothing of chats or messages: a row has a channel name, a chat id and a JSON payload.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    Select,
+    String,
+    TypeDecorator,
+    and_,
+    any_,
+    bindparam,
+    false,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+
+from storage.models import Outbox, ProgramState, Session, User, UTCDateTime
+
+_program = ProgramState.__table__
+_users = User.__table__
+_outbox = Outbox.__table__
+_sessions = Session.__table__
+ERROR_CHARS = 256  # outbox.error
+
+
+@dataclass(frozen=True, slots=True)
+class DuePrompt:
+    """An active, reachable enrolment whose next prompt time has come."""
+
+    user_id: int
+    channel: str
+    chat_id: str
+    timezone: str | None
+    reminder_time: str | None
+    reminder_days: str | None
+    level: int
+    next_prompt_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DueCheck:
+    """An enrolment whose next-morning check time has come (whatever the user's status)."""
+
+    user_id: int
+    channel: str
+    chat_id: str
+    timezone: str | None
+    status: str
+    unreachable: bool
+    next_check_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """An outbox row leased to this worker until `lease_until`."""
+
+    id: int
+    user_id: int | None
+    channel: str
+    chat_id: str
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    not_before: datetime
+    lease_until: datetime
+
+
+def _postgres(db: DbSession) -> bool:
+    return db.get_bind().dialect.name == "postgresql"
+
+
+def _among(db: DbSession, column: Any, ids: Collection[int]) -> Any:
+    """`column IN ids` as a single parameter however many ids (building an IN list of
+    thousands of parameters costs more than running it): an array on PostgreSQL, a JSON
+    array unpacked by json_each on SQLite."""
+    if _postgres(db):
+        return column == any_(literal(list(ids), ARRAY(BigInteger())))
+    return column.in_(select(literal_column("value"))
+                      .select_from(func.json_each(json.dumps(list(ids)))))
+
+
+# --- enrolments ----------------------------------------------------------------------------
+_PROMPT_COLUMNS = (_program.c.user_id, _users.c.channel, _users.c.chat_id, _users.c.timezone,
+                   _users.c.reminder_time, _users.c.reminder_days, _program.c.level,
+                   _program.c.next_prompt_at)
+_CHECK_COLUMNS = (_program.c.user_id, _users.c.channel, _users.c.chat_id, _users.c.timezone,
+                  _users.c.status, _users.c.unreachable, _program.c.next_check_at)
+
+
+def _due_prompts(db: DbSession, now: datetime) -> Select[Any]:
+    active = _users.c.status == "active"
+    if not _postgres(db):  # else SQLite's planner walks every active user by the status index
+        active = func.likely(active)
+    return (select(*_PROMPT_COLUMNS)
+            .join(_users, _users.c.id == _program.c.user_id)
+            .where(_program.c.next_prompt_at <= now, active, _users.c.unreachable == false()))
+
+
+def _due_checks(now: datetime) -> Select[Any]:
+    return (select(*_CHECK_COLUMNS)
+            .join(_users, _users.c.id == _program.c.user_id)
+            .where(_program.c.next_check_at <= now))
+
+
+async def _claim_enrolments(db: DbSession, due: Select[Any], order: Any, now: datetime,
+                            limit: int) -> Sequence[Any]:
+    if _postgres(db):
+        locked = due.order_by(order).limit(limit).with_for_update(skip_locked=True,
+                                                                   of=_program)
+        return (await db.execute(locked)).all()
+    # SQLite: the touch takes the write lock and fixes the claimed set in one statement; the
+    # user's columns come back through subqueries, as RETURNING names only the updated table.
+    returned = [column if column.table is _program else
+                select(column).where(_users.c.id == _program.c.user_id).scalar_subquery()
+                for column in due.selected_columns]
+    return (await db.execute(
+        update(_program)
+        .where(_program.c.user_id.in_(due.with_only_columns(_program.c.user_id)
+                                      .order_by(order).limit(limit).scalar_subquery()))
+        .values(updated_at=now)
+        .returning(*returned))).all()
+
+
+async def claim_due_prompts(db: DbSession, now: datetime, limit: int) -> list[DuePrompt]:
+    """Up to `limit` enrolments due a prompt, held until the transaction ends. The caller
+    must move each one's next_prompt_at past `now` (`advance`) in the same transaction."""
+    rows = await _claim_enrolments(db, _due_prompts(db, now), _program.c.next_prompt_at, now,
+                                   limit)
+    return [DuePrompt(*row) for row in rows]
+
+
+async def claim_due_checks(db: DbSession, now: datetime, limit: int) -> list[DueCheck]:
+    """Up to `limit` enrolments due a next-morning check; the caller clears next_check_at
+    (`clear_checks`) in the same transaction."""
+    rows = await _claim_enrolments(db, _due_checks(now), _program.c.next_check_at, now, limit)
+    return [DueCheck(*row) for row in rows]
+
+
+async def advance(db: DbSession, moves: Mapping[datetime | None, Collection[int]],
+                  levels: Mapping[int, int], now: datetime) -> None:
+    """Move claimed enrolments on: next_prompt_at grouped by its new value (the patients of
+    one tick share a few), and a new level for the given users."""
+    for next_at, user_ids in moves.items():
+        await db.execute(update(_program).where(_among(db, _program.c.user_id, user_ids))
+                         .values(next_prompt_at=next_at, updated_at=now))
+    for user_id, level in levels.items():
+        await db.execute(update(_program).where(_program.c.user_id == user_id)
+                         .values(level=level))
+
+
+async def clear_checks(db: DbSession, user_ids: Collection[int], now: datetime) -> None:
+    if user_ids:
+        await db.execute(update(_program).where(_among(db, _program.c.user_id, user_ids))
+                         .values(next_check_at=None, updated_at=now))
+
+
+# --- sessions ------------------------------------------------------------------------------
+async def miss_open_sessions(db: DbSession, before: Mapping[date, Collection[int]]) -> None:
+    """Prompted sessions left unanswered become missed: for each day, those of the given users
+    on earlier days. Users are grouped by day so a batch costs a statement per distinct day."""
+    for day, user_ids in before.items():
+        await db.execute(update(_sessions)
+                         .where(_among(db, _sessions.c.user_id, user_ids), _sessions.c.day < day,
+                                _sessions.c.status == "prompted")
+                         .values(status="missed"))
+
+
+async def add_sessions(db: DbSession, by_day: Mapping[date, Collection[int]], status: str,
+                       now: datetime) -> dict[int, int]:
+    """Give the users a session on the day, at their program's current level; a (user, day)
+    that has one already keeps it (the patient may have opened or reported that day's session
+    on their own). Written with INSERT ... SELECT, a statement per day, not per patient.
+    Returns user_id -> id of each session inserted."""
+    insert = pg_insert if _postgres(db) else sqlite_insert
+    prompted_at = literal(now if status == "prompted" else None, UTCDateTime())
+    added: dict[int, int] = {}
+    for day, user_ids in by_day.items():
+        rows = (select(_program.c.user_id, literal(day, Date()), _program.c.level,
+                       literal(status, String()), false(), prompted_at)
+                .where(_among(db, _program.c.user_id, user_ids)))
+        result = await db.execute(
+            insert(_sessions)
+            .from_select(["user_id", "day", "level", "status", "morning_symptom",
+                          "prompted_at"], rows)
+            .on_conflict_do_nothing(index_elements=["user_id", "day"])
+            .returning(_sessions.c.user_id, _sessions.c.id))
+        added.update((user_id, session_id) for user_id, session_id in result)
+    return added
+
+
+async def sessions_on(db: DbSession, keys: Collection[tuple[int, date]]
+                      ) -> dict[tuple[int, date], tuple[int, str, int]]:
+    """(user_id, day) -> (session id, status, level) for the sessions that exist."""
+    if not keys:
+        return {}
+    rows = await db.execute(
+        select(_sessions.c.user_id, _sessions.c.day, _sessions.c.id, _sessions.c.status,
+               _sessions.c.level)
+        .where(_among(db, _sessions.c.user_id, {uid for uid, _ in keys}),
+               _sessions.c.day.in_({day for _, day in keys})))
+    found = {(uid, day): (sid, status, level) for uid, day, sid, status, level in rows}
+    return {key: found[key] for key in keys if key in found}
+
+
+async def last_missed_before(db: DbSession, users: Mapping[date, Collection[int]],
+                             since: timedelta) -> set[int]:
+    """Users whose latest session in the `since` before the given day is a missed one: only
+    they can be in a run of missed days that ends now."""
+    found: set[int] = set()
+    for day, user_ids in users.items():
+        latest = (select(_sessions.c.user_id, func.max(_sessions.c.day).label("day"))
+                  .where(_among(db, _sessions.c.user_id, user_ids), _sessions.c.day < day,
+                         _sessions.c.day >= day - since)
+                  .group_by(_sessions.c.user_id).subquery())
+        found.update((await db.execute(
+            select(_sessions.c.user_id)
+            .join(latest, and_(latest.c.user_id == _sessions.c.user_id,
+                               latest.c.day == _sessions.c.day))
+            .where(_sessions.c.status == "missed"))).scalars())
+    return found
+
+
+async def session_history(db: DbSession, user_ids: Collection[int], since: date
+                          ) -> dict[int, list[Session]]:
+    """Each user's sessions from `since` on, oldest first."""
+    history: dict[int, list[Session]] = {uid: [] for uid in user_ids}
+    if user_ids:
+        for row in await db.scalars(select(Session).where(_among(db, Session.user_id, user_ids),
+                                                          Session.day >= since)
+                                    .order_by(Session.user_id, Session.day)):
+            history[row.user_id].append(row)
+    return history
+
+
+async def unchecked_sessions(db: DbSession, before: Mapping[int, date], within: timedelta
+                             ) -> dict[int, int]:
+    """user_id -> the id of their latest done or partial session in the `within` before the
+    given day whose next-morning check is still open."""
+    if not before:
+        return {}
+    rows = await db.execute(
+        select(_sessions.c.user_id, _sessions.c.day, _sessions.c.id)
+        .where(_among(db, _sessions.c.user_id, before),
+               _sessions.c.day >= min(before.values()) - within,
+               _sessions.c.status.in_(("done", "partial")),
+               _sessions.c.morning_at.is_(None))
+        .order_by(_sessions.c.user_id, _sessions.c.day))
+    latest: dict[int, int] = {}
+    for uid, day, sid in rows:
+        if before[uid] - within <= day < before[uid]:
+            latest[uid] = sid  # ordered by day: the last one wins
+    return latest
+
+
+# --- the outbox ----------------------------------------------------------------------------
+class _JSONText(TypeDecorator[str]):
+    """A payload serialized already: handed to the driver as it is (a tick may queue 100,000
+    copies of one rendered message, and serializing each again costs more than the insert)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Any) -> None:
+        return None
+
+
+async def enqueue_many(db: DbSession, rows: Sequence[Mapping[str, Any]], now: datetime) -> None:
+    """Queue rows (user_id, channel, chat_id, kind, payload as JSON text, dedupe_key), due now;
+    a dedupe key that exists already is skipped, so a message is queued at most once."""
+    if not rows:
+        return
+    # `now` is the same for every row: written into the statement once, as the dialect writes
+    # it, rather than bound and converted once per row.
+    at = literal_column(str(literal(now, UTCDateTime()).compile(
+        dialect=db.get_bind().dialect, compile_kwargs={"literal_binds": True})))
+    insert = (pg_insert if _postgres(db) else sqlite_insert)(_outbox).values(
+        payload=bindparam("payload", type_=_JSONText()), status="pending", attempts=0,
+        not_before=at, created_at=at)
+    await db.execute(insert.on_conflict_do_nothing(index_elements=["dedupe_key"]), list(rows))
+
+
+_CLAIMED_COLUMNS = (_outbox.c.id, _outbox.c.user_id, _outbox.c.channel, _outbox.c.chat_id,
+                    _outbox.c.kind, _outbox.c.payload, _outbox.c.attempts, _outbox.c.not_before,
+                    _outbox.c.lease_until)
+
+
+async def claim_outbox(db: DbSession, now: datetime, lease: timedelta, limit: int,
+                       channels: Collection[str]) -> list[Claimed]:
+    """Lease up to `limit` due pending rows of the given channels, oldest first. A row whose
+    lease ran out (its worker died) is due again."""
+    due = (select(_outbox.c.id)
+           .where(_outbox.c.status == "pending", _outbox.c.not_before <= now,
+                  or_(_outbox.c.lease_until.is_(None), _outbox.c.lease_until < now),
+                  _outbox.c.channel.in_(channels))
+           .order_by(_outbox.c.not_before, _outbox.c.id).limit(limit))
+    if _postgres(db):
+        due = due.with_for_update(skip_locked=True)
+    rows = (await db.execute(
+        update(_outbox).where(_outbox.c.id.in_(due.scalar_subquery()))
+        .values(lease_until=now + lease).returning(*_CLAIMED_COLUMNS))).all()
+    return sorted((Claimed(*row) for row in rows), key=lambda c: (c.not_before, c.id))
+
+
+def _pending(row_id: int) -> Any:
+    return and_(_outbox.c.id == row_id, _outbox.c.status == "pending")
+
+
+def _held(row: Claimed) -> Any:
+    """Still this worker's lease: once it ran out and someone else took the row, their
+    outcome counts, not ours."""
+    return and_(_pending(row.id), _outbox.c.lease_until == row.lease_until)
+
+
+async def mark_sent(db: DbSession, row: Claimed, now: datetime) -> None:
+    # Not lease-bound: the message went out, whoever else may hold the row now.
+    await db.execute(update(_outbox).where(_pending(row.id))
+                     .values(status="sent", sent_at=now, lease_until=None, error=None))
+
+
+async def retry_later(db: DbSession, row: Claimed, not_before: datetime, error: str) -> None:
+    await db.execute(update(_outbox).where(_held(row))
+                     .values(attempts=_outbox.c.attempts + 1, not_before=not_before,
+                             lease_until=None, error=error[:ERROR_CHARS]))
+
+
+async def mark_failed(db: DbSession, row: Claimed, error: str) -> None:
+    await db.execute(update(_outbox).where(_held(row))
+                     .values(status="failed", attempts=_outbox.c.attempts + 1,
+                             lease_until=None, error=error[:ERROR_CHARS]))
+
+
+async def mark_blocked(db: DbSession, channel: str, chat_id: str, error: str) -> None:
+    """The chat blocked us: this row and every other pending one to that chat stop here."""
+    await db.execute(update(_outbox)
+                     .where(_outbox.c.channel == channel, _outbox.c.chat_id == chat_id,
+                            _outbox.c.status == "pending")
+                     .values(status="blocked", lease_until=None, error=error[:ERROR_CHARS]))
+
+
+async def release(db: DbSession, rows: Iterable[Claimed]) -> None:
+    """Give back leases this worker will not use (on shutdown), so others take them now."""
+    by_lease: dict[datetime, list[int]] = {}
+    for row in rows:
+        by_lease.setdefault(row.lease_until, []).append(row.id)
+    for lease_until, ids in by_lease.items():
+        await db.execute(update(_outbox)
+                         .where(_outbox.c.id.in_(ids), _outbox.c.status == "pending",
+                                _outbox.c.lease_until == lease_until)
+                         .values(lease_until=None))
