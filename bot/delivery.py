@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conversations.clock import Clock
-from conversations.messages import Outbound
+from conversations.engine import Engine
+from conversations.messages import Inbound, Outbound
 from storage import dispatch
 from storage.repository import Repository
 
@@ -50,6 +51,42 @@ class Deliverer(Protocol):
         """Send (or edit) one message; return the platform's message id when there is one.
         Raises RetryLater, Blocked or Undeliverable."""
         ...
+
+
+# --- replies to what a user just sent ----------------------------------------------------
+REPLY_TRIES = 4
+REPLY_WAIT_CAP = 10.0  # seconds; a longer wait is the outbox's job, not the chat handler's
+
+
+async def send_replies(deliverer: Deliverer, engine: Engine, inbound: Inbound,
+                       replies: list[Outbound]) -> None:
+    """Send a handler's replies in order, retrying briefly in place. What still cannot go is
+    queued in the outbox (the rest with it, to keep the order), so no reply is lost; a chat
+    that blocked the bot is marked unreachable."""
+    for n, reply in enumerate(replies):
+        try:
+            await _send_now(deliverer, reply)
+        except Blocked:
+            await engine.mark_unreachable(inbound.channel, inbound.chat_id)
+            return
+        except Undeliverable as exc:  # say, an edit of a message that is gone: nothing to retry
+            log.warning("reply to update %s undeliverable: %s", inbound.update_id, exc)
+        except RetryLater as exc:
+            log.info("reply to update %s queued in the outbox: %s", inbound.update_id, exc)
+            await engine.defer(inbound, replies[n:])
+            return
+
+
+async def _send_now(deliverer: Deliverer, reply: Outbound) -> None:
+    for attempt in range(REPLY_TRIES):
+        try:
+            await deliverer.deliver(reply)
+            return
+        except RetryLater as exc:
+            wait = exc.retry_after if exc.retry_after is not None else 0.5 * 2 ** attempt
+            if attempt == REPLY_TRIES - 1 or wait > REPLY_WAIT_CAP:
+                raise
+            await asyncio.sleep(wait)
 
 
 # --- the outbox sender -----------------------------------------------------------------------

@@ -50,6 +50,20 @@ STAFF_HELP = (
     "/export [7d|30d|90d|all] (CSV).\n"
     "USER is a channel id such as telegram:123456. Patients' commands: /help."
 )
+# The command menu a channel shows (Telegram's setMyCommands): the patient's commands.
+MENU: tuple[tuple[str, str], ...] = (
+    ("today", "today's exercises; report how it went"),
+    ("pain", "report your knee pain now"),
+    ("progress", "your chart: sessions, pain, level"),
+    ("settings", "reminder time, days or timezone"),
+    ("pause", "pause the reminders"),
+    ("resume", "start the reminders again"),
+    ("stop", "stop the program"),
+    ("mydata", "everything I hold about you, as a file"),
+    ("delete", "erase everything I hold about you"),
+    ("cancel", "leave the current question"),
+    ("help", "what I can do"),
+)
 STALE_BUTTON = "That button belongs to an earlier question, so I ignored it."
 RETRY_LIMIT = 3
 
@@ -77,6 +91,19 @@ class Engine:
         """The channel says this chat blocked the bot: no prompts until they write again."""
         async with self.sessions() as db, db.begin():
             await Repository(db).set_unreachable(channel, chat_id)
+
+    async def defer(self, inbound: Inbound, replies: list[Outbound]) -> None:
+        """Replies the channel could not send now go to the outbox, which retries them under
+        the platform's limits: a reply is never dropped because the platform was busy."""
+        async with self.sessions() as db, db.begin():
+            repo = Repository(db)
+            user = await repo.user(inbound.channel, inbound.user_id)
+            for n, reply in enumerate(replies):
+                await repo.enqueue(
+                    user_id=user.id if user else None, channel=reply.channel,
+                    chat_id=reply.chat_id, kind="reply", payload=reply.model_dump(mode="json"),
+                    now=self.clock.now(),
+                    dedupe_key=f"reply:{inbound.update_id}:{n}" if inbound.update_id else None)
 
     async def _handle(self, repo: Repository, inbound: Inbound) -> list[Outbound]:
         now = self.clock.now()

@@ -14,11 +14,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from bot.channels.telegram import TelegramChannel
+from bot.settings import Settings
 from conversations.clock import ManualClock
 from conversations.engine import Engine
 from conversations.messages import Button, Inbound, Outbound
 from conversations.program.data import Program, load_program
 from storage.db import create_engine, migrate, sessionmaker
+from telegram_server import TOKEN, BotApiServer
 
 POSTGRES_URL = os.environ.get("KNEECOACH_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(
@@ -152,11 +155,36 @@ CLEAN_SCREEN = ("I agree", *["No"] * 8, *["Yes"] * 5, "4", "Left",
 CLEAN_KUJALA = 5 + 3 + 3 + 8 + 4 + 8 + 7 + 8 + 8 + 8 + 10 + 5 + 5
 
 
-async def enrolled(engine: Engine, user_id: str, worst_pain: str = "4") -> Patient:
-    patient = Patient(engine, user_id)
+async def enrolled(engine: Engine, user_id: str, worst_pain: str = "4",
+                   channel: str = "console") -> Patient:
+    patient = Patient(engine, user_id, channel)
     await patient.send("/start")
     screen = list(CLEAN_SCREEN)
     screen[14] = worst_pain
     await patient.answer_all(*screen)
     assert "All set" in patient.text, patient.text
     return patient
+
+
+@pytest.fixture
+async def telegram_api() -> AsyncIterator[BotApiServer]:
+    """The test Bot API server on 127.0.0.1."""
+    server = BotApiServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def telegram_settings(server: BotApiServer, **extra: object) -> Settings:
+    return Settings(telegram_token=TOKEN, telegram_api_url=server.root,  # type: ignore[arg-type]
+                    **extra)
+
+
+@pytest.fixture
+async def telegram_bot(telegram_api: BotApiServer, engine: Engine
+                       ) -> AsyncIterator[TelegramChannel]:
+    """kneecoach's Telegram channel, polling the test server."""
+    channel = TelegramChannel(telegram_settings(telegram_api), engine, poll_timeout=1)
+    await channel.start()
+    yield channel
+    await channel.stop()

@@ -1,0 +1,394 @@
+"""The Telegram channel end to end: python-telegram-bot over real HTTP against the test Bot
+API server (tests/telegram_server.py), the real engine, SQLite and PostgreSQL. Nothing waits
+on a timer for the bot: `Person` waits until the bot has finished each update."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from bot.channels.telegram import APOLOGY, PRIVATE_ONLY, TelegramChannel, split_text
+from bot.delivery import OutboxSender
+from bot.scheduler import Scheduler
+from conftest import CLEAN_SCREEN, enrolled, telegram_settings
+from conversations.clock import ManualClock
+from conversations.engine import MENU, STALE_BUTTON, Engine
+from conversations.messages import Outbound
+from conversations.program.data import Program
+from storage.models import Outbox, User
+from telegram_server import TOKEN, BotApiServer, Fault, Person
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRST_PROMPT_DELAY = timedelta(hours=23, seconds=10)  # clock fixture 14 Jan 08:00 -> 15 Jan 07:00
+
+
+async def user_row(sessions: async_sessionmaker[DbSession], telegram_id: int) -> User | None:
+    async with sessions() as db:
+        return await db.scalar(select(User).where(User.channel == "telegram",
+                                                  User.channel_user_id == str(telegram_id)))
+
+
+async def count_users(sessions: async_sessionmaker[DbSession]) -> int:
+    async with sessions() as db:
+        return await db.scalar(select(func.count()).select_from(User)) or 0
+
+
+async def onboard(person: Person) -> None:
+    await person.say("/start")
+    await person.answer_all(*CLEAN_SCREEN)
+    assert "All set" in person.text, person.text
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# --- the patient journey ---------------------------------------------------------------------
+async def test_onboarding_by_presses_and_typed_answers(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession]) -> None:
+    ann = Person(telegram_api, 1001)
+    await ann.say("/start")
+    assert "not a diagnosis" in ann.text.lower()
+    consent = ann.question
+    await ann.press("I agree")
+    # The pressed keyboard is taken off and the answer shown in its place.
+    assert consent.buttons == [] and consent.text.endswith("» I agree")
+    await ann.answer_all(*CLEAN_SCREEN[1:])
+    assert "All set" in ann.text, ann.text
+    presses = [c for c in telegram_api.called("answerCallbackQuery")
+               if c.params["callback_query_id"] in telegram_api.answered]
+    assert len(telegram_api.answered) == len(presses)
+    await ann.say("/today")
+    assert "squeez" in ann.text.lower() and "foam" in ann.text.lower()
+    user = await user_row(sessions, 1001)
+    assert user is not None and user.status == "active" and user.display_name == "Ann"
+    # Every callback_data the bot sent fits Telegram's 64 bytes.
+    assert all(len(data.encode()) <= 64 for m in telegram_api.sent
+               for data in m.tokens().values())
+
+
+async def test_the_command_menu_and_the_invite_deep_link(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession]) -> None:
+    assert [c["command"] for c in telegram_api.commands] == [name for name, _ in MENU]
+    assert telegram_bot.engine.invite_links["telegram"] == (
+        "https://t.me/kneecoach_test_bot?start={code}")
+
+
+async def test_the_red_flag_path_refers_and_gives_no_program(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession]) -> None:
+    bob = Person(telegram_api, 1002)
+    await bob.say("/start")
+    await bob.answer_all("I agree", "Yes")
+    assert "clinician" in bob.text.lower() or "doctor" in bob.text.lower()
+    await bob.say("/today")
+    assert "squeez" not in bob.text.lower()
+    user = await user_row(sessions, 1002)
+    assert user is not None and user.status == "referred"
+
+
+async def test_a_restart_mid_questionnaire_resumes_at_the_same_question(
+        telegram_api: BotApiServer, sessions: async_sessionmaker[DbSession], program: Program,
+        clock: ManualClock) -> None:
+    first = TelegramChannel(telegram_settings(telegram_api),
+                            Engine(sessions, program, clock), poll_timeout=1)
+    await first.start()
+    cat = Person(telegram_api, 1003)
+    await cat.say("/start")
+    await cat.answer_all(*CLEAN_SCREEN[:12])
+    waiting = cat.question
+    await first.stop()  # the process ends; a new one starts with nothing in memory
+
+    second = TelegramChannel(telegram_settings(telegram_api),
+                             Engine(sessions, program, clock), poll_timeout=1)
+    await second.start()
+    try:
+        await cat.press("Yes", waiting)  # the keyboard from before the restart still works
+        await cat.answer_all(*CLEAN_SCREEN[13:])
+        assert "All set" in cat.text, cat.text
+    finally:
+        await second.stop()
+
+
+async def test_progress_chart_and_my_data_arrive_as_photo_and_document(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel) -> None:
+    dan = Person(telegram_api, 1004)
+    await onboard(dan)
+    await dan.say("/pain")
+    await dan.answer_all("3")
+    await dan.say("/progress")
+    (photo,) = [m for m in dan.new if m.kind == "photo"]
+    assert photo.content.startswith(b"\x89PNG\r\n\x1a\n")
+    await dan.say("/mydata")
+    (document,) = [m for m in dan.new if m.kind == "document"]
+    exported = json.loads(document.content)
+    assert document.filename.endswith(".json") and exported["schema"].startswith(
+        "kneecoach-export")
+
+
+# --- bad and odd input -----------------------------------------------------------------------
+async def test_a_stale_button_from_an_old_message_is_refused_and_retired(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel) -> None:
+    eve = Person(telegram_api, 1005)
+    await eve.say("/start")
+    await eve.answer_all(*CLEAN_SCREEN[:14])
+    pain_question = eve.question
+    await eve.say("4")  # typed: the pain keyboard stays on screen
+    next_question = eve.question
+    assert pain_question.buttons and next_question is not pain_question
+    await eve.press("7", pain_question)
+    assert STALE_BUTTON in eve.text
+    assert pain_question.buttons == []  # taken off so it cannot be pressed again
+    assert eve.new[-1].text == next_question.text  # asked the same question again
+
+
+async def test_forged_button_data_and_non_text_messages_get_a_clear_answer(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession]) -> None:
+    fay = Person(telegram_api, 1006)
+    await fay.say("/start")
+    await fay.answer_all("I agree")
+    question = fay.question
+    await fay._act(lambda: telegram_api.press_data(1006, question, "onboarding|999|yes\U0001f600"))
+    assert STALE_BUTTON in fay.text
+    await fay._act(lambda: telegram_api.send_text(1006, None, sticker={  # type: ignore[arg-type]
+        "file_id": "s", "file_unique_id": "s", "type": "regular", "width": 512,
+        "height": 512, "is_animated": False, "is_video": False}))
+    assert fay.new and fay.new[-1].text == question.text  # the same question, asked again
+    user = await user_row(sessions, 1006)
+    assert user is not None and user.status == "onboarding"
+
+
+async def test_long_messages_are_split_at_line_ends_and_delivered_whole(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel) -> None:
+    lines = [f"Line {n}: keep the knee over the second toe \U0001f9b5 *not* _markdown_"
+             for n in range(150)]
+    body = "\n".join(lines)
+    assert len(body) > 2 * 4096
+    await telegram_bot.deliverer.deliver(Outbound(channel="telegram", chat_id="1007", text=body))
+    parts = telegram_api.to(1007)
+    assert len(parts) == 3 and all(len(p.text) <= 4096 for p in parts)
+    assert "\n".join(p.text for p in parts) == body
+    assert split_text("x" * 5000) == ["x" * 4096, "x" * 904]
+    assert split_text("") == [] and split_text("short") == ["short"]
+
+
+async def test_a_message_in_a_group_is_not_handled_and_the_bot_says_so_once(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession]) -> None:
+    group = Person(telegram_api, 1008, chat_id=-5001, chat_type="group")
+    await group._act(lambda: telegram_api.added_to_group(1008, -5001))
+    assert [m.text for m in group.new] == [PRIVATE_ONLY]
+    await group.say("/start")
+    await group.say("my knee hurts")
+    assert group.new == [] and len(telegram_api.to(-5001)) == 1
+    assert await count_users(sessions) == 0  # nothing stored about anyone in the group
+
+
+async def test_a_failing_update_gets_an_apology_and_the_bot_keeps_running(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession]) -> None:
+    gus = Person(telegram_api, 1009)
+    await gus.say("/start")
+    async with sessions() as db, db.begin():  # the database loses a table under the bot
+        await db.execute(text("ALTER TABLE processed_updates RENAME TO processed_away"))
+    try:
+        await gus.say("I agree")
+        assert gus.text == APOLOGY
+    finally:
+        async with sessions() as db, db.begin():
+            await db.execute(text("ALTER TABLE processed_away RENAME TO processed_updates"))
+    await gus.press("I agree")  # the consent question is still there, and now it works
+    assert gus.question.tokens().keys() >= {"Yes", "No"}
+
+
+# --- webhook mode ----------------------------------------------------------------------------
+@pytest.fixture
+async def webhook_bot(telegram_api: BotApiServer, engine: Engine
+                      ) -> AsyncIterator[TelegramChannel]:
+    port = free_port()
+    channel = TelegramChannel(telegram_settings(
+        telegram_api, telegram_webhook_url=f"http://127.0.0.1:{port}/telegram/hook",
+        listen=f"127.0.0.1:{port}"), engine)
+    await channel.start()
+    yield channel
+    await channel.stop()
+
+
+async def test_webhook_needs_the_secret_and_handles_a_redelivered_update_once(
+        telegram_api: BotApiServer, webhook_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession]) -> None:
+    hook = telegram_api.webhook
+    assert hook["url"].endswith("/telegram/hook") and len(hook["secret_token"]) >= 32
+    start = telegram_api.message_update(1010, "/start")
+    assert await telegram_api.post_webhook(start, secret=None) == 403
+    assert await telegram_api.post_webhook(start, secret="wrong") == 403
+    hal = Person(telegram_api, 1010)
+    await hal.settle()
+    assert telegram_api.to(1010) == [] and await count_users(sessions) == 0
+
+    for _ in range(2):  # Telegram retries a webhook delivery it thinks failed
+        assert await telegram_api.post_webhook(start) == 200
+    await hal.settle()
+    consent = [m for m in telegram_api.to(1010) if "not a diagnosis" in m.text.lower()]
+    assert len(consent) == 1
+    await hal.press("I agree")
+    assert hal.question.tokens().keys() >= {"Yes", "No"}
+
+
+# --- failures of the platform ----------------------------------------------------------------
+async def test_429_and_500_during_onboarding_lose_no_reply(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel) -> None:
+    ivy = Person(telegram_api, 1011)
+    telegram_api.fail("sendMessage", times=1, status=429, retry_after=1)
+    await ivy.say("/start")
+    for n, answer in enumerate(CLEAN_SCREEN):
+        if n % 12 == 0:
+            telegram_api.fail("sendMessage", "editMessageText", times=2, status=500)
+        await ivy.answer_all(answer)
+    assert "All set" in ivy.text
+    failed = Counter(c.status for c in telegram_api.calls if c.status != 200)
+    assert failed[429] == 1 and failed[500] >= 4
+    texts = [m.text for m in telegram_api.to(1011)]
+    assert len(texts) == len(set(texts))  # nothing sent twice
+
+
+async def test_a_reply_that_cannot_go_now_waits_in_the_outbox_and_is_sent_once(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession], clock: ManualClock) -> None:
+    jay = Person(telegram_api, 1012)
+    # Longer than a chat handler waits: the reply goes to the outbox.
+    telegram_api.fail("sendMessage", times=1, status=429, retry_after=60)
+    await jay.say("/start")
+    assert jay.new == []
+    sender = OutboxSender(sessions, {"telegram": telegram_bot.deliverer}, clock, rate=28)
+    await sender.drain()
+    (consent,) = telegram_api.to(1012)
+    assert "not a diagnosis" in consent.text.lower() and consent.buttons
+    async with sessions() as db:
+        (row,) = (await db.scalars(select(Outbox))).all()
+    assert (row.kind, row.status) == ("reply", "sent")
+    await sender.drain()
+    assert len(telegram_api.to(1012)) == 1
+
+
+async def test_a_user_who_blocked_the_bot_is_unreachable_until_they_write_again(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession], program: Program, clock: ManualClock) -> None:
+    kim = Person(telegram_api, 1013)
+    await onboard(kim)
+    telegram_api.blocked.add("1013")
+    ticks = Scheduler(sessions, program, clock, grace=timedelta(minutes=180))
+    sender = OutboxSender(sessions, {"telegram": telegram_bot.deliverer}, clock, rate=28)
+    clock.advance(FIRST_PROMPT_DELAY)
+    assert (await ticks.tick()).prompts == 1
+    await sender.drain()
+    user = await user_row(sessions, 1013)
+    assert user is not None and user.unreachable
+    calls = len(telegram_api.calls)
+    clock.advance(timedelta(days=1))
+    assert (await ticks.tick()).prompts == 0  # not prompted again
+    await sender.drain()
+    assert len(telegram_api.calls) == calls
+
+    telegram_api.blocked.discard("1013")  # unblocked, and writes again
+    await kim.say("/today")
+    user = await user_row(sessions, 1013)
+    assert user is not None and not user.unreachable and "squeez" in kim.text.lower()
+
+
+async def test_a_tick_delivers_due_prompts_whose_buttons_answer_the_session(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession], program: Program, clock: ManualClock) -> None:
+    lee = Person(telegram_api, 1014)
+    await onboard(lee)
+    ticks = Scheduler(sessions, program, clock, grace=timedelta(minutes=180))
+    sender = OutboxSender(sessions, {"telegram": telegram_bot.deliverer}, clock, rate=28)
+    clock.advance(FIRST_PROMPT_DELAY)
+    await ticks.tick()
+    await sender.drain()
+    prompt = lee.question
+    assert "Time for today's knee exercises" in prompt.text
+    await lee.press("Done", prompt)
+    assert prompt.buttons == []
+    await lee.answer_all("2")
+    assert "Recorded: done, pain 2/10" in lee.text
+
+
+async def test_10_percent_injected_429_500_and_timeouts_lose_no_prompt(
+        telegram_api: BotApiServer, engine: Engine, sessions: async_sessionmaker[DbSession],
+        program: Program, clock: ManualClock) -> None:
+    for n in range(40):
+        await enrolled(engine, str(2000 + n), channel="telegram")
+    rng = random.Random(7)
+
+    def storm(method: str) -> Fault | None:
+        if method != "sendMessage" or rng.random() >= 0.1:
+            return None
+        return rng.choice([Fault((), 1, status=429, retry_after=1), Fault((), 1, status=500),
+                           Fault((), 1, delay=1.0)])
+
+    telegram_api.random_fault = storm
+    deliverer = TelegramChannel.deliverer(telegram_settings(telegram_api))
+    ticks = Scheduler(sessions, program, clock, grace=timedelta(minutes=180))
+    sender = OutboxSender(sessions, {"telegram": deliverer}, clock, rate=200, timeout=0.5)
+    clock.advance(FIRST_PROMPT_DELAY)
+    assert (await ticks.tick()).prompts == 40
+    for _ in range(30):  # retries are due later: move the clock on and drain again
+        await sender.drain()
+        clock.advance(timedelta(minutes=10))
+        async with sessions() as db:
+            left = await db.scalar(select(func.count()).select_from(Outbox)
+                                   .where(Outbox.status != "sent"))
+        if not left:
+            break
+    assert left == 0
+    prompts = Counter(m.chat_id for m in telegram_api.sent)
+    assert sorted(prompts) == [str(2000 + n) for n in range(40)]
+    faults = Counter(c.status for c in telegram_api.calls if c.status != 200)
+    assert faults  # the storm happened
+    # A timed-out request may still land on the server: that is the one accepted double.
+    doubles = [chat for chat, count in prompts.items() if count > 1]
+    slow = [c for c in telegram_api.calls if c.status == 200 and c.method == "sendMessage"]
+    assert len(doubles) <= len(slow) - 40
+
+
+# --- the process -----------------------------------------------------------------------------
+async def test_kneecoach_run_with_a_token_serves_telegram_and_stops_cleanly_on_sigterm(
+        telegram_api: BotApiServer, tmp_path: Path) -> None:
+    env = {**os.environ, "KNEECOACH_TELEGRAM_TOKEN": TOKEN,
+           "KNEECOACH_TELEGRAM_API_URL": telegram_api.root,
+           "KNEECOACH_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
+           "PYTHONPATH": str(ROOT)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main(['run']))",
+        env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE)
+    try:
+        await telegram_api.wait_for(lambda: telegram_api.commands, within=30)
+        mia = Person(telegram_api, 1015)
+        await mia.say("/start")
+        assert "not a diagnosis" in mia.text.lower()
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
