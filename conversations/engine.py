@@ -110,16 +110,17 @@ class Engine:
         if inbound.update_id and not await repo.first_delivery(inbound.channel,
                                                                 inbound.update_id, now):
             return []
-        user = await repo.user(inbound.channel, inbound.user_id)
+        found = await repo.user_with_state(inbound.channel, inbound.user_id)
         admin = (inbound.channel, inbound.user_id) in self.admins
-        if user is None and admin:
+        if found is None and admin:
             # An admin needs no patient consent: their row holds ids and a role, no health data.
             user = await repo.add_user(inbound.channel, inbound.user_id, inbound.chat_id, now)
             user.status, user.role = "staff", "admin"
-        if user is None:
+            found = user, await repo.state(user.id)
+        if found is None:
             return await self._stranger(repo, inbound)
+        user, state = found
         self._refresh_identity(user, inbound)
-        state = await repo.state(user.id)
         ctx = Ctx(repo=repo, inbound=inbound, user=user, now=now, program=self.program,
                   flow=state.flow, answers=dict(state.answers), admin=admin,
                   links=self.invite_links)
@@ -173,9 +174,7 @@ class Engine:
         else:
             flow, _, step = target.rpartition(":")
             flow = flow or ctx.flow
-        version = await ctx.repo.save_state(ctx.user.id, state.version, flow, step, ctx.answers,
-                                            ctx.now)
-        state.flow, state.step, state.version = flow, step, version
+        await ctx.repo.save_state(state, flow, step, ctx.answers, ctx.now)
         ctx.flow = flow
         if target is not None:
             self._ask(ctx, state)

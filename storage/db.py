@@ -21,8 +21,12 @@ def is_sqlite(url: str) -> bool:
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if is_sqlite(url):
-        # Writers queue on SQLite's lock for up to 30 s instead of failing at once.
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        # Writers queue on SQLite's lock for up to 30 s instead of failing at once. Every
+        # session ends its own transaction (commit, or rollback on close), so the pool's extra
+        # rollback on return is skipped: through aiosqlite each statement costs thread hops,
+        # and this one was a fifth of a chat message's database time.
+        engine = create_async_engine(url, connect_args={"timeout": 30},
+                                     pool_reset_on_return=None, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:

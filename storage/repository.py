@@ -6,8 +6,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from storage.models import (
     PERSONAL_TABLES,
@@ -36,22 +38,32 @@ class Repository:
 
     # --- idempotency -------------------------------------------------------------------
     async def first_delivery(self, channel: str, update_id: str, now: datetime) -> bool:
-        """Record an update id; False if it was handled before (a redelivery)."""
-        seen = await self.db.get(ProcessedUpdate, (channel, update_id))
-        if seen is not None:
-            return False
-        try:
-            async with self.db.begin_nested():
-                self.db.add(ProcessedUpdate(channel=channel, update_id=update_id, at=now))
-        except IntegrityError:
-            return False
-        return True
+        """Record an update id; False if it was handled before (a redelivery). One statement
+        on both databases: this runs for every message anyone sends."""
+        insert = (sqlite_insert if self.db.bind.dialect.name == "sqlite" else postgresql_insert)
+        result = await self.db.execute(
+            insert(ProcessedUpdate).values(channel=channel, update_id=update_id, at=now)
+            .on_conflict_do_nothing(index_elements=["channel", "update_id"]))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     # --- users and conversation state ----------------------------------------------------
     async def user(self, channel: str, channel_user_id: str) -> User | None:
         return await self.db.scalar(
             select(User).where(User.channel == channel, User.channel_user_id == channel_user_id)
         )
+
+    async def user_with_state(self, channel: str, channel_user_id: str
+                              ) -> tuple[User, ConversationState] | None:
+        """The user and their conversation, in one query: every message starts with this."""
+        row = (await self.db.execute(
+            select(User, ConversationState).outerjoin(ConversationState)
+            .where(User.channel == channel, User.channel_user_id == channel_user_id)
+            .execution_options(populate_existing=True))).first()
+        if row is None:
+            return None
+        if row[1] is None:
+            raise StaleState("no conversation state")
+        return row[0], row[1]
 
     async def user_by_id(self, user_id: int) -> User | None:
         return await self.db.get(User, user_id)
@@ -77,20 +89,25 @@ class Repository:
             raise StaleState("no conversation state")
         return state
 
-    async def save_state(self, user_id: int, expected_version: int, flow: str, step: str,
+    async def save_state(self, state: ConversationState, flow: str, step: str,
                          answers: dict[str, Any], now: datetime) -> int:
-        """Write the state only if nobody advanced it since it was read; the new version."""
+        """Write the state only if nobody advanced it since it was read; the new version.
+        `state` is brought up to date as loaded, so the session writes nothing more."""
+        expected = state.version
         result = await self.db.execute(
             update(ConversationState)
-            .where(ConversationState.user_id == user_id,
-                   ConversationState.version == expected_version)
-            .values(flow=flow, step=step, answers=answers, version=expected_version + 1,
+            .where(ConversationState.user_id == state.user_id,
+                   ConversationState.version == expected)
+            .values(flow=flow, step=step, answers=answers, version=expected + 1,
                     updated_at=now)
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
-            raise StaleState(f"user {user_id} moved past version {expected_version}")
-        return expected_version + 1
+            raise StaleState(f"user {state.user_id} moved past version {expected}")
+        for key, value in (("flow", flow), ("step", step), ("answers", answers),
+                           ("version", expected + 1), ("updated_at", now)):
+            set_committed_value(state, key, value)
+        return expected + 1
 
     async def erase_user(self, user_id: int) -> None:
         for model, column in PERSONAL_TABLES:

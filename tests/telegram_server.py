@@ -9,9 +9,11 @@ be checked), serves injected user messages and button presses through long-polli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +32,7 @@ class Call:
     params: dict[str, Any]
     files: dict[str, bytes] = field(default_factory=dict)
     status: int = 200
+    at: float = field(default_factory=time.monotonic)  # arrival, for bench/ latencies
 
 
 @dataclass
@@ -72,6 +75,8 @@ class BotApiServer:
         self.webhook: dict[str, Any] = {}
         self.commands: list[dict[str, str]] = []
         self.answered: list[str] = []  # callback query ids
+        self.handed_out: dict[int, float] = {}  # update id -> when getUpdates first returned it
+        self.succeeded: Counter[str] = Counter()  # method -> calls answered ok
         self.random_fault: Callable[[str], Fault | None] = lambda _method: None
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
@@ -81,9 +86,11 @@ class BotApiServer:
         self.root = ""
 
     # --- running ---------------------------------------------------------------------------
-    async def start(self) -> str:
+    async def start(self, extra: tuple[web.RouteDef, ...] = ()) -> str:
+        """Listen on a free port; `extra` routes are for a benchmark driving the server."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/bot{token}/{method}", self._handle)
+        app.add_routes(extra)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -219,6 +226,7 @@ class BotApiServer:
         except ApiError as exc:
             call.status = 400
             return _error(400, str(exc))
+        self.succeeded[method] += 1
         async with self._changed:
             self._changed.notify_all()
         return web.json_response({"ok": True, "result": result})
@@ -242,12 +250,15 @@ class BotApiServer:
         timeout = float(params.get("timeout") or 0)
         async with self._changed:
             self.updates = [u for u in self.updates if u["update_id"] >= offset]
-            if not self.updates and timeout:
-                try:
-                    await asyncio.wait_for(self._changed.wait(), timeout)
-                except TimeoutError:
-                    pass
-            return self.updates[:int(params.get("limit") or 100)]
+            if not self.updates and timeout:  # long polling: answer when one comes
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait_for(lambda: self.updates),
+                                           timeout)
+            batch = self.updates[:int(params.get("limit") or 100)]
+            now = time.monotonic()
+            for update in batch:
+                self.handed_out.setdefault(update["update_id"], now)
+            return batch
 
     def _store(self, params: dict[str, Any], **fields: Any) -> dict[str, Any]:
         chat = str(params["chat_id"])

@@ -55,11 +55,13 @@ async def test_a_write_against_an_old_version_fails(
     now = datetime(2026, 1, 1, tzinfo=UTC)
     async with sessions() as db, db.begin():
         user_id = (await Repository(db).add_user("console", "u", "u", now)).id
-    async with sessions() as db, db.begin():
-        assert await Repository(db).save_state(user_id, 0, "onboarding", "consent", {}, now) == 1
-    with pytest.raises(StaleState):
-        async with sessions() as db, db.begin():
-            await Repository(db).save_state(user_id, 0, "onboarding", "redflag_1", {}, now)
+    async with sessions() as late, late.begin():
+        stale = await Repository(late).state(user_id)  # read at version 0 ...
+        async with sessions() as db, db.begin():  # ... while another process moves on
+            state = await Repository(db).state(user_id)
+            assert await Repository(db).save_state(state, "onboarding", "consent", {}, now) == 1
+        with pytest.raises(StaleState):
+            await Repository(late).save_state(stale, "onboarding", "redflag_1", {}, now)
     async with sessions() as db:
         state = await db.get(ConversationState, user_id)
         assert state is not None and (state.step, state.version) == ("consent", 1)
