@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import signal
 import socket
 import sys
@@ -392,3 +393,49 @@ async def test_kneecoach_run_with_a_token_serves_telegram_and_stops_cleanly_on_s
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+# --- coaches and admins over Telegram --------------------------------------------------------
+async def test_roles_invites_and_a_10000_character_broadcast_over_telegram(
+        telegram_api: BotApiServer, sessions: async_sessionmaker[DbSession], program: Program,
+        clock: ManualClock) -> None:
+    engine = Engine(sessions, program, clock, admins=frozenset({("telegram", "9001")}))
+    channel = TelegramChannel(telegram_settings(telegram_api), engine, poll_timeout=1)
+    await channel.start()
+    try:
+        admin, coach = Person(telegram_api, 9001), Person(telegram_api, 9002)
+        mine, other = Person(telegram_api, 9003), Person(telegram_api, 9004)
+        await coach.say("/start")
+        await coach.say("/broadcast")  # not a coach yet: refused, by id
+        assert "only for coaches" in coach.text
+        await admin.say("/grant coach telegram:9002")
+        assert "now a coach" in admin.text
+        await coach.say("/invite")
+        found = re.search(r"https://t\.me/kneecoach_test_bot\?start=([A-Z0-9]+)", coach.text)
+        assert found, coach.text
+        code = found.group(1)
+
+        await mine.say(f"/start {code}")  # what Telegram sends when the link is opened
+        await mine.answer_all(*CLEAN_SCREEN)
+        assert "All set" in mine.text
+        await onboard(other)  # no invite: not this coach's patient
+        for command in ("/broadcast", "/patients", "/stats", "/grant coach telegram:9004"):
+            await mine.say(command)
+            assert "Sorry" in mine.text and "only for" in mine.text
+
+        # Telegram clients cap a typed message at 4096 characters; the API may carry more
+        # (from another client or a bridge), and the bot must still deliver it whole.
+        body = "\n".join(f"{n}: *bold* _it_ [link](x) <b>tag</b> & `code` \U0001f9b5 ~ # | {{}}"
+                         for n in range(200))[:10_000]
+        await coach.say("/broadcast")
+        await coach.say(body)
+        assert "to 1 patient" in coach.question.text
+        await coach.press("Send now")
+        await OutboxSender(sessions, {"telegram": channel.deliverer}, clock, rate=28).drain()
+        received = [m.text for m in telegram_api.to(9003)
+                    if m.text.startswith("Message from your coach") or m.text[:1].isdigit()]
+        assert "\n".join(received) == f"Message from your coach:\n\n{body}"
+        assert len(received) == 3 and all(len(t) <= 4096 for t in received)
+        assert not any("Message from your coach" in m.text for m in telegram_api.to(9004))
+    finally:
+        await channel.stop()

@@ -37,7 +37,8 @@ async def refuse(ctx: Ctx, role: str) -> None:
     """A command the user may not use: a clear answer, a log line and an audit entry."""
     log.warning("refused /%s for %s (not %s)", ctx.inbound.command, who(ctx.user), role)
     ctx.repo.audit(who(ctx.user), "refused", ctx.now, command=ctx.inbound.command or "")
-    ctx.say(f"Sorry, /{ctx.inbound.command} is only for {role}s.")
+    who_may = "coaches" if role == "coach" else "admins"
+    ctx.say(f"Sorry, /{ctx.inbound.command} is only for {who_may}.")
 
 
 def is_coach(ctx: Ctx) -> bool:
