@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -30,7 +30,8 @@ from conversations.clock import ManualClock
 from conversations.engine import MENU, STALE_BUTTON, Engine
 from conversations.messages import Outbound
 from conversations.program.data import Program
-from storage.models import Outbox, User
+from storage.db import create_engine, sessionmaker
+from storage.models import Outbox, ProgramState, User
 from telegram_server import TOKEN, BotApiServer, Fault, Person
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -439,3 +440,44 @@ async def test_roles_invites_and_a_10000_character_broadcast_over_telegram(
         assert not any("Message from your coach" in m.text for m in telegram_api.to(9004))
     finally:
         await channel.stop()
+
+
+# --- several workers -------------------------------------------------------------------------
+@pytest.fixture
+async def second_sessions(database_url: str) -> AsyncIterator[async_sessionmaker[DbSession]]:
+    """A second worker process's own engine and connection pool on the same database."""
+    engine = create_engine(database_url)
+    yield sessionmaker(engine)
+    await engine.dispose()
+
+
+async def test_two_workers_claim_2000_due_prompts_and_telegram_gets_each_once(
+        telegram_api: BotApiServer, database_url: str, sessions: async_sessionmaker[DbSession],
+        second_sessions: async_sessionmaker[DbSession], program: Program,
+        clock: ManualClock) -> None:
+    due = clock.now()
+    async with sessions() as db, db.begin():  # enrolled straight into the tables: faster
+        ids = (await db.scalars(insert(User).returning(User.id), [
+            {"channel": "telegram", "channel_user_id": str(5000 + n), "chat_id": str(5000 + n),
+             "status": "active", "timezone": "Europe/London", "reminder_time": "08:00",
+             "reminder_days": "1234567", "unreachable": False, "created_at": due}
+            for n in range(2000)])).all()
+        await db.execute(insert(ProgramState), [
+            {"user_id": uid, "level": 2, "started_on": due.date(), "baseline_worst_pain": 4,
+             "next_prompt_at": due, "updated_at": due} for uid in ids])
+    grace = timedelta(minutes=180)
+    ticks = [Scheduler(s, program, clock, grace=grace, batch=150)
+             for s in (sessions, second_sessions)]
+    first, second = await asyncio.gather(*(t.tick() for t in ticks))
+    assert first.prompts + second.prompts == 2000
+
+    # Two worker processes, each with its own Bot and database pool, send at once.
+    senders = [OutboxSender(s, {"telegram": TelegramChannel.deliverer(
+        telegram_settings(telegram_api))}, clock, rate=500, ahead=0.25)
+        for s in (sessions, second_sessions)]
+    await asyncio.gather(*(s.drain() for s in senders))
+    if database_url.startswith("postgresql"):  # SKIP LOCKED: both took a share at once
+        assert all(s.stats["sent"] for s in senders)
+    assert Counter(m.chat_id for m in telegram_api.sent) == {
+        str(5000 + n): 1 for n in range(2000)}
+    assert all("Time for today's knee exercises" in m.text for m in telegram_api.sent)
