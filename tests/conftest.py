@@ -73,6 +73,14 @@ async def database(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
+async def second_sessions(database_url: str) -> AsyncIterator[async_sessionmaker[DbSession]]:
+    """A second worker process's own engine and connection pool on the same database."""
+    engine = create_engine(database_url)
+    yield sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
 def sessions(database: AsyncEngine) -> async_sessionmaker[DbSession]:
     return sessionmaker(database)
 

@@ -10,12 +10,11 @@ import random
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -29,7 +28,6 @@ from conversations.engine import Engine
 from conversations.messages import Outbound
 from conversations.program.data import Program
 from conversations.prompts import prompt_message
-from storage.db import create_engine, sessionmaker
 from storage.models import Outbox, ProgramState, ProgressionEvent, Session, User
 
 GRACE = timedelta(minutes=180)
@@ -116,14 +114,6 @@ async def send_until_empty(outbox: OutboxSender, sessions: async_sessionmaker[Db
             return
         clock.advance(step)
     raise AssertionError("the outbox never emptied")
-
-
-@pytest.fixture
-async def second_sessions(database_url: str) -> AsyncIterator[async_sessionmaker[DbSession]]:
-    """A second worker's own engine and connection pool on the same database."""
-    engine = create_engine(database_url)
-    yield sessionmaker(engine)
-    await engine.dispose()
 
 
 # --- the tick and the sender -----------------------------------------------------------------

@@ -30,7 +30,6 @@ from conversations.clock import ManualClock
 from conversations.engine import MENU, STALE_BUTTON, Engine
 from conversations.messages import Outbound
 from conversations.program.data import Program
-from storage.db import create_engine, sessionmaker
 from storage.models import Outbox, ProgramState, User
 from telegram_server import TOKEN, BotApiServer, Fault, Person
 
@@ -443,14 +442,6 @@ async def test_roles_invites_and_a_10000_character_broadcast_over_telegram(
 
 
 # --- several workers -------------------------------------------------------------------------
-@pytest.fixture
-async def second_sessions(database_url: str) -> AsyncIterator[async_sessionmaker[DbSession]]:
-    """A second worker process's own engine and connection pool on the same database."""
-    engine = create_engine(database_url)
-    yield sessionmaker(engine)
-    await engine.dispose()
-
-
 async def test_two_workers_claim_2000_due_prompts_and_telegram_gets_each_once(
         telegram_api: BotApiServer, database_url: str, sessions: async_sessionmaker[DbSession],
         second_sessions: async_sessionmaker[DbSession], program: Program,
