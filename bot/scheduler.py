@@ -25,19 +25,23 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from bot.delivery import Deliverer, OutboxSender
 from bot.settings import Settings
 from conversations.clock import Clock
+from conversations.flows.progress import weekly_summary
 from conversations.flows.session import HISTORY_DAYS
 from conversations.messages import Channel, Outbound
 from conversations.program.data import Program
 from conversations.program.rules import SessionFact, restart_level
 from conversations.prompts import check_message, prompt_message
-from conversations.schedule import local_date, next_prompt_at
+from conversations.schedule import local_date, next_prompt_at, next_summary_at
 from storage import dispatch
 from storage.db import is_sqlite
 from storage.models import ProgressionEvent
+from storage.repository import Repository
 
 log = logging.getLogger(__name__)
 
 BATCH = 5000  # enrolments per transaction: locks held well under a second, ~10 statements
+SUMMARY_BATCH = 200  # a summary reads the patient's history: a few queries each
+MISSED_ALERT = 3  # prompts missed in a row before the coach is told
 PARALLEL = 4  # batches at once on PostgreSQL
 CHECK_LOOKBACK = timedelta(days=2)
 
@@ -48,6 +52,9 @@ class TickReport:
     missed: int = 0  # scheduled days recorded as missed (too late to prompt)
     checks: int = 0  # next-morning checks queued
     restarts: int = 0  # R6: back one level after 7 missed days
+    summaries: int = 0  # weekly summaries queued
+    alerts: int = 0  # coaches told of 3 missed prompts in a row
+    reports: int = 0  # broadcast delivery reports queued
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,19 +118,21 @@ class Scheduler:
         self._running = asyncio.Lock()
 
     async def tick(self) -> TickReport:
-        """Queue every check and prompt due now. Checks go first: when both fall due together
-        the patient answers the morning question before the day's prompt."""
+        """Queue every check, prompt and weekly summary due now, then the reports of finished
+        broadcasts. Checks go first: when both fall due together the patient answers the
+        morning question before the day's prompt."""
         now = self.clock.now()
         report = TickReport()
 
-        async def batches(step: Callable[[datetime, TickReport], Awaitable[int]]) -> None:
-            while await step(now, report) == self.batch:
+        async def batches(step: Callable[[datetime, TickReport], Awaitable[bool]]) -> None:
+            while await step(now, report):  # True: a full batch, so there may be more
                 pass
 
         async with self._running:
             self._days_cache.clear()  # computed for this tick's `now`
-            for step in (self._checks, self._prompts):
+            for step in (self._checks, self._prompts, self._summaries):
                 await asyncio.gather(*(batches(step) for _ in range(self.parallel)))
+            await self._broadcast_reports(now, report)
         return report
 
     async def idle(self) -> None:
@@ -138,12 +147,11 @@ class Scheduler:
         except Exception:
             log.exception("scheduler tick failed")
             return
-        if report.prompts or report.missed or report.checks:
-            log.info("tick: %s prompts, %s checks queued; %s days missed; %s restarts",
-                     report.prompts, report.checks, report.missed, report.restarts)
+        if any(vars(report).values()):
+            log.info("tick: %s", report)
 
     # --- next-morning checks -------------------------------------------------------------
-    async def _checks(self, now: datetime, report: TickReport) -> int:
+    async def _checks(self, now: datetime, report: TickReport) -> bool:
         async with self.sessions() as db, db.begin():
             due = await dispatch.claim_due_checks(db, now, self.batch)
             # A check for someone paused, unreachable, or too late after an outage is dropped:
@@ -164,7 +172,7 @@ class Scheduler:
             await dispatch.enqueue_many(db, rows, now)
             await dispatch.clear_checks(db, [d.user_id for d in due], now)
         report.checks += len(rows)
-        return len(due)
+        return len(due) == self.batch
 
     # --- daily prompts -------------------------------------------------------------------
     def _days(self, due: dispatch.DuePrompt, now: datetime) -> _Days:
@@ -186,15 +194,18 @@ class Scheduler:
         self._days_cache[key] = found
         return found
 
-    async def _prompts(self, now: datetime, report: TickReport) -> int:
+    async def _prompts(self, now: datetime, report: TickReport) -> bool:
         async with self.sessions() as db, db.begin():
             due = await dispatch.claim_due_prompts(db, now, self.batch)
             plans = [(d, self._days(d, now)) for d in due]
             # Unanswered prompts of earlier days are missed now that a later day has come.
-            await dispatch.miss_open_sessions(db, _by_day((d.user_id, p.last) for d, p in plans))
+            missing = await dispatch.miss_open_sessions(
+                db, _by_day((d.user_id, p.last) for d, p in plans))
             missed = [(d.user_id, day) for d, p in plans for day in p.missed]
             await dispatch.add_sessions(db, _by_day(missed), "missed", now)
             report.missed += len(missed)
+            report.alerts += await self._missed_alerts(
+                db, missing | {user_id for user_id, _ in missed}, now)
 
             sending = {(d.user_id, p.send): d for d, p in plans if p.send is not None}
             # The patient may have opened the day's session already (/today): keep it.
@@ -231,7 +242,65 @@ class Scheduler:
                                         f"prompt:{user_id}:{day.isoformat()}"))
             await dispatch.enqueue_many(db, rows, now)
             report.prompts += len(rows)
-        return len(due)
+        return len(due) == self.batch
+
+    @staticmethod
+    async def _missed_alerts(db: DbSession, user_ids: set[int], now: datetime) -> int:
+        """Tell the coach of each patient whose missed prompts just reached a run of three."""
+        runs = await dispatch.missed_in_a_row(db, user_ids, MISSED_ALERT)
+        repo = Repository(db)
+        for user_id, day in runs.items():
+            patient = await repo.user_by_id(user_id)
+            if patient is not None:
+                await repo.alert_coach(
+                    patient, f"missed {MISSED_ALERT} prompts in a row (the latest on "
+                    f"{day.isoformat()}).", now, dedupe_key=f"missed:{user_id}:{day.isoformat()}")
+        return len(runs)
+
+    # --- weekly summaries and broadcast reports ---------------------------------------------
+    async def _summaries(self, now: datetime, report: TickReport) -> bool:
+        async with self.sessions() as db, db.begin():
+            due = await dispatch.claim_due_summaries(db, now, SUMMARY_BATCH)
+            repo = Repository(db)
+            moves: dict[datetime, list[int]] = defaultdict(list)
+            rows = []
+            for d in due:
+                tz = d.timezone or "UTC"
+                moves[next_summary_at(now, tz, d.summary_day)].append(d.user_id)
+                if now - d.next_summary_at > self.grace:
+                    continue  # the service was down: skip this week's rather than send late
+                user = await repo.user_by_id(d.user_id)
+                if user is None or user.status != "active" or user.unreachable:
+                    continue
+                today = local_date(now, tz)
+                text = await weekly_summary(repo, user, today)
+                if text is None:
+                    continue  # nothing to sum up yet
+                year, week, _ = today.isocalendar()
+                message = Outbound(channel=cast(Channel, user.channel), chat_id=user.chat_id,
+                                   text=f"{text} /progress shows the chart.")
+                rows.append(_outbox_row(user.id, user.channel, user.chat_id, "summary",
+                                        _json(message), f"summary:{user.id}:{year}-W{week:02d}"))
+            await dispatch.advance_summaries(db, moves, now)
+            await dispatch.enqueue_many(db, rows, now)
+        report.summaries += len(rows)
+        return len(due) == SUMMARY_BATCH
+
+    async def _broadcast_reports(self, now: datetime, report: TickReport) -> None:
+        async with self.sessions() as db, db.begin():
+            rows = []
+            for done in await dispatch.finish_broadcasts(db, now):
+                sent, blocked, failed = (done.outcomes.get(k, 0)
+                                         for k in ("sent", "blocked", "failed"))
+                text = (f"Your broadcast of {done.send_at:%Y-%m-%d %H:%M} UTC reached {sent} "
+                        f"patient{'s' if sent != 1 else ''}; {blocked} had blocked the bot; "
+                        f"{failed} could not be delivered.")
+                message = Outbound(channel=cast(Channel, done.channel), chat_id=done.chat_id,
+                                   text=text)
+                rows.append(_outbox_row(done.coach_id, done.channel, done.chat_id, "report",
+                                        _json(message), f"broadcast-report:{done.id}"))
+            await dispatch.enqueue_many(db, rows, now)
+        report.reports += len(rows)
 
     async def _restarts(self, db: DbSession, fresh: list[tuple[date, dispatch.DuePrompt]],
                         now: datetime) -> dict[int, int]:

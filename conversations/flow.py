@@ -44,17 +44,7 @@ class Ctx:
 
     async def alert_coach(self, text: str) -> None:
         """Queue a message to the patient's coach, if they have one (delivered by the sender)."""
-        if self.user.coach_id is None:
-            return
-        coach = await self.repo.user_by_id(self.user.coach_id)
-        if coach is None:
-            return
-        name = self.user.display_name or f"{self.user.channel}:{self.user.channel_user_id}"
-        message = Outbound(channel=coach.channel, chat_id=coach.chat_id,  # type: ignore[arg-type]
-                           text=f"Alert about {name}: {text}")
-        await self.repo.enqueue(user_id=coach.id, channel=coach.channel, chat_id=coach.chat_id,
-                                kind="alert", payload=message.model_dump(mode="json"),
-                                now=self.now)
+        await self.repo.alert_coach(self.user, text, self.now)
 
 
 Ask = Callable[[Ctx], Question]

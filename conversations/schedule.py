@@ -131,3 +131,12 @@ def next_prompt_at(after: datetime, tz_name: str, hhmm: str, days: str) -> datet
                 return candidate
         day += timedelta(days=1)
     raise ValueError(f"no prompt day in {days!r}")
+
+
+SUMMARY_TIME = "18:00"  # the weekly summary comes on the evening of the chosen day
+SUNDAY = 7
+
+
+def next_summary_at(after: datetime, tz_name: str, day: int | None) -> datetime:
+    """When the next weekly summary is due: the chosen ISO weekday (Sunday unless chosen)."""
+    return next_prompt_at(after, tz_name, SUMMARY_TIME, str(day or SUNDAY))

@@ -14,6 +14,7 @@ and knows nothing of chats or messages: a row has a channel name, a chat id and 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -29,6 +30,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    exists,
     false,
     func,
     literal,
@@ -42,12 +44,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-from storage.models import Outbox, ProgramState, Session, User, UTCDateTime
+from storage.models import Broadcast, Outbox, ProgramState, Session, User, UTCDateTime
 
 _program = ProgramState.__table__
 _users = User.__table__
 _outbox = Outbox.__table__
 _sessions = Session.__table__
+_broadcasts = Broadcast.__table__
 ERROR_CHARS = 256  # outbox.error
 
 
@@ -76,6 +79,28 @@ class DueCheck:
     status: str
     unreachable: bool
     next_check_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DueSummary:
+    """An enrolment whose weekly summary time has come."""
+
+    user_id: int
+    timezone: str | None
+    summary_day: int | None
+    next_summary_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastDone:
+    """A broadcast whose every copy has been sent or given up on, for its coach's report."""
+
+    id: int
+    coach_id: int
+    channel: str
+    chat_id: str
+    send_at: datetime
+    outcomes: dict[str, int]  # outbox status (sent, blocked, failed) -> copies
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +174,24 @@ async def _claim_enrolments(db: DbSession, due: Select[Any], order: Any, now: da
         .returning(*returned))).all()
 
 
+async def claim_due_summaries(db: DbSession, now: datetime, limit: int) -> list[DueSummary]:
+    """Up to `limit` enrolments due a weekly summary; the caller moves each one's
+    next_summary_at on (`advance_summaries`) in the same transaction."""
+    due = (select(_program.c.user_id, _users.c.timezone, _users.c.summary_day,
+                  _program.c.next_summary_at)
+           .join(_users, _users.c.id == _program.c.user_id)
+           .where(_program.c.next_summary_at <= now))
+    rows = await _claim_enrolments(db, due, _program.c.next_summary_at, now, limit)
+    return [DueSummary(*row) for row in rows]
+
+
+async def advance_summaries(db: DbSession, moves: Mapping[datetime, Collection[int]],
+                            now: datetime) -> None:
+    for next_at, user_ids in moves.items():
+        await db.execute(update(_program).where(_among(db, _program.c.user_id, user_ids))
+                         .values(next_summary_at=next_at, updated_at=now))
+
+
 async def claim_due_prompts(db: DbSession, now: datetime, limit: int) -> list[DuePrompt]:
     """Up to `limit` enrolments due a prompt, held until the transaction ends. The caller
     must move each one's next_prompt_at past `now` (`advance`) in the same transaction."""
@@ -183,14 +226,42 @@ async def clear_checks(db: DbSession, user_ids: Collection[int], now: datetime) 
 
 
 # --- sessions ------------------------------------------------------------------------------
-async def miss_open_sessions(db: DbSession, before: Mapping[date, Collection[int]]) -> None:
+async def miss_open_sessions(db: DbSession, before: Mapping[date, Collection[int]]
+                             ) -> set[int]:
     """Prompted sessions left unanswered become missed: for each day, those of the given users
-    on earlier days. Users are grouped by day so a batch costs a statement per distinct day."""
+    on earlier days. Users are grouped by day so a batch costs a statement per distinct day.
+    Returns the users who had one."""
+    missed: set[int] = set()
     for day, user_ids in before.items():
-        await db.execute(update(_sessions)
-                         .where(_among(db, _sessions.c.user_id, user_ids), _sessions.c.day < day,
-                                _sessions.c.status == "prompted")
-                         .values(status="missed"))
+        missed.update((await db.execute(
+            update(_sessions)
+            .where(_among(db, _sessions.c.user_id, user_ids), _sessions.c.day < day,
+                   _sessions.c.status == "prompted")
+            .values(status="missed").returning(_sessions.c.user_id))).scalars())
+    return missed
+
+
+async def missed_in_a_row(db: DbSession, user_ids: Collection[int], runs: int
+                          ) -> dict[int, date]:
+    """The users with a coach whose latest `runs` sessions were missed, and the one before
+    was not (or there was none): user -> the day of the latest. A run is reported once, when
+    it reaches `runs`, not again each day it goes on."""
+    if not user_ids:
+        return {}
+    latest = (select(_sessions.c.user_id, _sessions.c.day, _sessions.c.status,
+                     func.row_number().over(partition_by=_sessions.c.user_id,
+                                            order_by=_sessions.c.day.desc()).label("n"))
+              .join(_users, _users.c.id == _sessions.c.user_id)
+              .where(_among(db, _sessions.c.user_id, user_ids), _users.c.coach_id.is_not(None))
+              .subquery())
+    recent: dict[int, list[tuple[date, str]]] = defaultdict(list)
+    for user_id, day, status in await db.execute(
+            select(latest.c.user_id, latest.c.day, latest.c.status)
+            .where(latest.c.n <= runs + 1).order_by(latest.c.user_id, latest.c.n)):
+        recent[user_id].append((day, status))
+    return {user_id: days[0][0] for user_id, days in recent.items()
+            if len(days) >= runs and all(status == "missed" for _, status in days[:runs])
+            and (len(days) == runs or days[runs][1] != "missed")}
 
 
 async def add_sessions(db: DbSession, by_day: Mapping[date, Collection[int]], status: str,
@@ -375,3 +446,29 @@ async def release(db: DbSession, rows: Iterable[Claimed]) -> None:
                          .where(_outbox.c.id.in_(ids), _outbox.c.status == "pending",
                                 _outbox.c.lease_until == lease_until)
                          .values(lease_until=None))
+
+
+# --- broadcasts ------------------------------------------------------------------------------
+async def finish_broadcasts(db: DbSession, now: datetime) -> list[BroadcastDone]:
+    """Mark done the queued broadcasts none of whose copies is still pending, and return them
+    with their outcomes. The conditional update claims each for one worker only."""
+    pending = exists().where(_outbox.c.broadcast_id == _broadcasts.c.id,
+                             _outbox.c.status == "pending")
+    done = (await db.execute(
+        update(_broadcasts)
+        .where(_broadcasts.c.status == "queued", _broadcasts.c.send_at <= now, ~pending)
+        .values(status="done").returning(_broadcasts.c.id))).scalars().all()
+    if not done:
+        return []
+    outcomes: dict[int, dict[str, int]] = {bid: {} for bid in done}
+    for bid, status, count in await db.execute(
+            select(_outbox.c.broadcast_id, _outbox.c.status, func.count())
+            .where(_among(db, _outbox.c.broadcast_id, done))
+            .group_by(_outbox.c.broadcast_id, _outbox.c.status)):
+        outcomes[bid][status] = count
+    rows = await db.execute(
+        select(_broadcasts.c.id, _broadcasts.c.coach_id, _users.c.channel, _users.c.chat_id,
+               _broadcasts.c.send_at)
+        .join(_users, _users.c.id == _broadcasts.c.coach_id)
+        .where(_among(db, _broadcasts.c.id, done)))
+    return [BroadcastDone(*row, outcomes=outcomes[row[0]]) for row in rows]

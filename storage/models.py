@@ -80,6 +80,7 @@ class User(Base):
     timezone: Mapped[str | None] = mapped_column(String(64))
     reminder_time: Mapped[str | None] = mapped_column(String(5))  # local HH:MM
     reminder_days: Mapped[str | None] = mapped_column(String(7))  # ISO weekdays, "12345"
+    summary_day: Mapped[int | None] = mapped_column(Integer)  # ISO weekday; None: Sunday
     # Set when the channel says the user blocked the bot; cleared when they write again.
     unreachable: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -120,6 +121,7 @@ class ProgramState(Base):
     paused_reason: Mapped[str | None] = mapped_column(String(32))
     next_prompt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    next_summary_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

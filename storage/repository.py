@@ -227,6 +227,18 @@ class Repository:
             .order_by(PainReport.user_id, PainReport.at, PainReport.id))).all())
 
     # --- outgoing ------------------------------------------------------------------------
+    async def alert_coach(self, patient: User, text: str, now: datetime,
+                          dedupe_key: str | None = None) -> None:
+        """Queue a message about the patient to their coach, if they have one."""
+        coach = await self.user_by_id(patient.coach_id) if patient.coach_id else None
+        if coach is None:
+            return
+        name = patient.display_name or f"{patient.channel}:{patient.channel_user_id}"
+        message = {"channel": coach.channel, "chat_id": coach.chat_id,
+                   "text": f"Alert about {name}: {text}"}
+        await self.enqueue(user_id=coach.id, channel=coach.channel, chat_id=coach.chat_id,
+                           kind="alert", payload=message, now=now, dedupe_key=dedupe_key)
+
     async def enqueue(self, *, user_id: int | None, channel: str, chat_id: str, kind: str,
                       payload: dict[str, Any], now: datetime, dedupe_key: str | None = None,
                       broadcast_id: int | None = None, not_before: datetime | None = None

@@ -13,33 +13,45 @@ from conversations.flows.onboarding import (
 )
 from conversations.messages import Document
 from conversations.questions import Question, choices, yes_no
-from conversations.schedule import describe_days, next_prompt_at
+from conversations.schedule import (
+    SUMMARY_TIME,
+    SUNDAY,
+    describe_days,
+    next_prompt_at,
+    next_summary_at,
+)
 
 EXPORT_SCHEMA = "kneecoach-export/1"
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 async def reschedule(ctx: Ctx) -> None:
-    """Recompute the next prompt from the patient's current settings, at once."""
+    """Recompute the next prompt and weekly summary from the patient's current settings, at
+    once; none while the program is not active."""
     program = await ctx.repo.program(ctx.user.id)
     user = ctx.user
     if program is None or not (user.timezone and user.reminder_time and user.reminder_days):
         return
+    active = user.status == "active"
     program.next_prompt_at = (
         next_prompt_at(ctx.now, user.timezone, user.reminder_time, user.reminder_days)
-        if user.status == "active" else None)
+        if active else None)
+    program.next_summary_at = (next_summary_at(ctx.now, user.timezone, user.summary_day)
+                               if active else None)
     program.updated_at = ctx.now
 
 
 def schedule_line(ctx: Ctx) -> str:
     user = ctx.user
+    summary_day = WEEKDAYS[(user.summary_day or SUNDAY) - 1]
     return (f"Reminders {describe_days(user.reminder_days or '')} at {user.reminder_time} "
-            f"({user.timezone}).")
+            f"({user.timezone}); weekly summary on {summary_day}s at {SUMMARY_TIME}.")
 
 
 def ask_setting(ctx: Ctx) -> Question:
     return choices(f"{schedule_line(ctx)} What would you like to change?",
                    [("time", "Time"), ("days", "Days"), ("timezone", "Timezone"),
-                    ("nothing", "Nothing")], columns=2)
+                    ("summary", "Summary day"), ("nothing", "Nothing")], columns=2)
 
 
 async def answer_setting(ctx: Ctx, value: str) -> str | None:
@@ -60,6 +72,19 @@ def _setter(field: str) -> Step:
         return None
 
     return Step(asks[field], answer)
+
+
+def ask_summary_day(ctx: Ctx) -> Question:
+    return choices(f"On which day should your weekly summary come (at {SUMMARY_TIME})?",
+                   [(str(n), name[:3]) for n, name in enumerate(WEEKDAYS, 1)],
+                   columns=4)
+
+
+async def answer_summary_day(ctx: Ctx, value: str) -> str | None:
+    ctx.user.summary_day = int(value)
+    await reschedule(ctx)
+    ctx.say(f"Saved. {schedule_line(ctx)}")
+    return None
 
 
 def ask_assessed(ctx: Ctx) -> Question:
@@ -138,6 +163,7 @@ FLOWS: dict[str, Flow] = {
         "time": _setter("time"),
         "days": _setter("days"),
         "timezone": _setter("timezone"),
+        "summary": Step(ask_summary_day, answer_summary_day),
     },
     "resume": {"assessed": Step(ask_assessed, answer_assessed)},
     "stop": {"confirm": Step(ask_stop, answer_stop)},

@@ -18,6 +18,7 @@ from conversations.questions import Question, choices, pain_scale, yes_no
 from conversations.schedule import (
     describe_days,
     next_prompt_at,
+    next_summary_at,
     parse_days,
     parse_time,
     parse_timezone,
@@ -218,6 +219,7 @@ async def enrol(ctx: Ctx) -> None:
         program.level, program.paused_reason, program.updated_at = level, None, ctx.now
     program.next_prompt_at = next_prompt_at(ctx.now, user.timezone, user.reminder_time,
                                             user.reminder_days)
+    program.next_summary_at = next_summary_at(ctx.now, user.timezone, user.summary_day)
     ctx.repo.add(ProgressionEvent(user_id=user.id, at=ctx.now, day=ctx.today, from_level=level,
                                   to_level=level, action="start", rule="R5", message=reason))
     ctx.say(f"All set. Your knee score is {kujala}/100 and you have {a['signs'].count('yes')} "
