@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
-import warnings
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlparse
@@ -43,6 +43,9 @@ from conversations.engine import MENU, Engine
 from conversations.messages import Inbound, Outbound
 
 log = logging.getLogger(__name__)
+# PTB 22's documented opt-in to the coming timedelta durations (RetryAfter.retry_after);
+# without it PTB warns on every 429 it raises.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 TEXT_LIMIT = 4096  # characters in one Telegram message
 UPDATES = ["message", "callback_query", "my_chat_member"]
@@ -74,9 +77,7 @@ def _keyboard(outbound: Outbound) -> InlineKeyboardMarkup | None:
 
 
 def _seconds(exc: RetryAfter) -> float:
-    with warnings.catch_warnings():  # PTB 22 is moving retry_after from int to timedelta
-        warnings.simplefilter("ignore")
-        value = exc.retry_after
+    value = exc.retry_after  # an int where someone set PTB_TIMEDELTA=false
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
