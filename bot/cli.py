@@ -14,6 +14,7 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from bot.delivery import Deliverer
 from bot.settings import Settings, SettingsError, load_settings
 from conversations.clock import SystemClock
 from conversations.engine import Engine
@@ -66,11 +67,14 @@ def _channels(settings: Settings, chosen: str | None) -> list[str]:
 
 async def _run(settings: Settings, program: Program, args: argparse.Namespace) -> int:
     channels = _channels(settings, args.channel)
-    missing = [c for c in channels if c == "telegram" and not settings.telegram_token]
-    if missing or "slack" in channels:
-        what = ("KNEECOACH_TELEGRAM_TOKEN is not set" if missing
-                else "the Slack channel is not built yet")
-        print(f"kneecoach: {what}", file=sys.stderr)
+    missing = [variable for channel, variable, value in (
+        ("telegram", "KNEECOACH_TELEGRAM_TOKEN", settings.telegram_token),
+        ("slack", "KNEECOACH_SLACK_BOT_TOKEN", settings.slack_bot_token),
+        ("slack", "KNEECOACH_SLACK_SIGNING_SECRET (or KNEECOACH_SLACK_APP_TOKEN)",
+         settings.slack_signing_secret or settings.slack_app_token))
+        if channel in channels and not value]
+    if missing:
+        print(f"kneecoach: {missing[0]} is not set", file=sys.stderr)
         return 2
     database = create_engine(settings.database_url)
     if is_sqlite(settings.database_url):
@@ -94,6 +98,7 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
 async def _serve(settings: Settings, sessions: async_sessionmaker[DbSession], program: Program,
                  engine: Engine, clock: SystemClock, channels: list[str]) -> None:
     """Chat channels plus the scheduler and sender, until SIGTERM or SIGINT."""
+    from bot.channels.slack import SlackChannel, run_slack
     from bot.channels.telegram import TelegramChannel, run_telegram
     from bot.scheduler import run_worker
 
@@ -101,12 +106,16 @@ async def _serve(settings: Settings, sessions: async_sessionmaker[DbSession], pr
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    deliverers = {}
+    deliverers: dict[str, Deliverer] = {}
     if settings.telegram_token:
         deliverers["telegram"] = TelegramChannel.deliverer(settings)
+    if settings.slack_bot_token:
+        deliverers["slack"] = SlackChannel.deliverer(settings)
     tasks = [run_worker(settings, sessions, program, deliverers, clock, stop)]
     if "telegram" in channels:
         tasks.append(run_telegram(settings, engine, stop))
+    if "slack" in channels:
+        tasks.append(run_slack(settings, engine, stop))
     log.info("kneecoach running: %s", ", ".join(channels) or "worker only")
     await asyncio.gather(*tasks)
 

@@ -53,6 +53,22 @@ class Deliverer(Protocol):
         ...
 
 
+# --- rendering help for the channels --------------------------------------------------------
+def split_text(text: str, limit: int) -> list[str]:
+    """Cut a long text into messages at line ends (else spaces) so no word is broken."""
+    parts = []
+    while len(text) > limit:
+        cut = text.rfind("\n", 0, limit + 1)
+        if cut <= 0:
+            cut = text.rfind(" ", 0, limit + 1)
+        if cut <= 0:
+            cut = limit
+        parts.append(text[:cut])
+        text = text[cut:].lstrip("\n") if text[cut:cut + 1] == "\n" else text[cut:]
+    return [*parts, text] if text else parts
+
+
+
 # --- replies to what a user just sent ----------------------------------------------------
 REPLY_TRIES = 4
 REPLY_WAIT_CAP = 10.0  # seconds; a longer wait is the outbox's job, not the chat handler's

@@ -20,6 +20,7 @@ from conversations.flows import account, onboarding, progress, session, staff
 from conversations.messages import ButtonToken, Inbound, Outbound
 from conversations.program.data import Program
 from conversations.prompts import SNOOZE, prompt_message
+from conversations.schedule import local_date
 from storage.models import ConversationState, User
 from storage.repository import Repository, StaleState
 
@@ -104,6 +105,16 @@ class Engine:
                     chat_id=reply.chat_id, kind="reply", payload=reply.model_dump(mode="json"),
                     now=self.clock.now(),
                     dedupe_key=f"reply:{inbound.update_id}:{n}" if inbound.update_id else None)
+
+    async def home(self, channel: str, user_id: str) -> str:
+        """The text of the user's at-a-glance page (Slack's App Home); read only."""
+        async with self.sessions() as db:
+            repo = Repository(db)
+            user = await repo.user(channel, user_id)
+            if user is None:
+                return progress.NOT_STARTED
+            today = local_date(self.clock.now(), user.timezone or "UTC")
+            return await progress.home(repo, user, today)
 
     async def _handle(self, repo: Repository, inbound: Inbound) -> list[Outbound]:
         now = self.clock.now()

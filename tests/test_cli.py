@@ -109,3 +109,14 @@ def test_admin_command_line_grant_stats_erase(tmp_path: Path) -> None:
     assert json.loads(after.stdout)[0]["enrolled"] == 0
     again = kneecoach("run", "--user", "alice", stdin="/today\n", cwd=tmp_path)
     assert "Send /start to begin" in again.stdout
+
+
+@pytest.mark.parametrize("channel,env,missing", [
+    ("telegram", {}, "KNEECOACH_TELEGRAM_TOKEN"),
+    ("slack", {}, "KNEECOACH_SLACK_BOT_TOKEN"),
+    ("slack", {"KNEECOACH_SLACK_BOT_TOKEN": "xoxb-1"}, "KNEECOACH_SLACK_SIGNING_SECRET"),
+])
+def test_a_channel_without_its_credentials_says_which_and_exits_2(
+        tmp_path: Path, channel: str, env: dict[str, str], missing: str) -> None:
+    result = kneecoach("run", "--channel", channel, env=env, cwd=tmp_path)
+    assert result.returncode == 2 and missing in result.stderr

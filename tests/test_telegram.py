@@ -22,8 +22,8 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bot.channels.telegram import APOLOGY, PRIVATE_ONLY, TelegramChannel, split_text
-from bot.delivery import OutboxSender
+from bot.channels.telegram import APOLOGY, PRIVATE_ONLY, TelegramChannel
+from bot.delivery import OutboxSender, split_text
 from bot.scheduler import Scheduler
 from conftest import CLEAN_SCREEN, enrolled, telegram_settings
 from conversations.clock import ManualClock
@@ -188,8 +188,8 @@ async def test_long_messages_are_split_at_line_ends_and_delivered_whole(
     parts = telegram_api.to(1007)
     assert len(parts) == 3 and all(len(p.text) <= 4096 for p in parts)
     assert "\n".join(p.text for p in parts) == body
-    assert split_text("x" * 5000) == ["x" * 4096, "x" * 904]
-    assert split_text("") == [] and split_text("short") == ["short"]
+    assert split_text("x" * 5000, 4096) == ["x" * 4096, "x" * 904]
+    assert split_text("", 4096) == [] and split_text("short", 4096) == ["short"]
 
 
 async def test_a_message_in_a_group_is_not_handled_and_the_bot_says_so_once(

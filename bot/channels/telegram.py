@@ -37,7 +37,7 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
-from bot.delivery import Blocked, RetryLater, Undeliverable, send_replies
+from bot.delivery import Blocked, RetryLater, Undeliverable, send_replies, split_text
 from bot.settings import Settings
 from conversations.engine import MENU, Engine
 from conversations.messages import Inbound, Outbound
@@ -53,20 +53,6 @@ APOLOGY = "Sorry, something went wrong on my side. Please try again in a moment.
 PRIVATE_ONLY = ("I only talk in private chats, to keep your health data private. Open a chat "
                 "with me directly to start.")
 PART_TRIES = 5  # a later part of a long message is retried here (see TelegramDeliverer)
-
-
-def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
-    """Cut a long text into messages at line ends (else spaces) so no word is broken."""
-    parts = []
-    while len(text) > limit:
-        cut = text.rfind("\n", 0, limit + 1)
-        if cut <= 0:
-            cut = text.rfind(" ", 0, limit + 1)
-        if cut <= 0:
-            cut = limit
-        parts.append(text[:cut])
-        text = text[cut:].lstrip("\n") if text[cut:cut + 1] == "\n" else text[cut:]
-    return [*parts, text] if text else parts
 
 
 def _keyboard(outbound: Outbound) -> InlineKeyboardMarkup | None:
@@ -122,7 +108,7 @@ class TelegramDeliverer:
             else:  # only take the keyboard off
                 await self.bot.edit_message_reply_markup(chat, message_id, reply_markup=None)
             return outbound.edit_message_id
-        parts = split_text(outbound.text)
+        parts = split_text(outbound.text, TEXT_LIMIT)
         sends: list[Any] = [
             (self.bot.send_message, {"chat_id": chat, "text": part,
                                      "reply_markup": _keyboard(outbound)

@@ -83,6 +83,30 @@ async def weekly_summary(repo: Repository, user: User, today: date) -> str | Non
     return f"Your week: level {program.level}. {summary(data)} {advice(data)}"
 
 
+NOT_STARTED = ("kneecoach is an exercise coach for knee-cap pain. Send /start in Messages (or "
+               "/kneecoach start) to begin.")
+SESSION_STATUS = {"prompted": "waiting for your report (/today)", "done": "done",
+                  "partial": "partly done", "skipped": "skipped", "missed": "missed"}
+
+
+async def home(repo: Repository, user: User, today: date) -> str:
+    """The at-a-glance page (Slack's App Home): level, today's session and the last pain."""
+    program = await repo.program(user.id)
+    if user.consent_at is None or program is None:
+        return NOT_STARTED
+    session = await repo.session_on(user.id, today)
+    reports = [r for r in await repo.pain_reports(user.id) if r.context != "baseline"]
+    tz = user.timezone or "UTC"
+    lines = [f"Level {program.level}" + ("" if user.status == "active" else
+                                          f" (program {user.status}; /resume restarts it)"),
+             "Today's session: " + (SESSION_STATUS.get(session.status, session.status)
+                                    if session else "not opened yet (/today)"),
+             (f"Last pain: {reports[-1].pain}/10 on {local_date(reports[-1].at, tz):%d %b}"
+              if reports else "No pain reported yet (/pain)"),
+             "Not a diagnosis or a replacement for a clinician."]
+    return "\n".join(lines)
+
+
 async def answer_offer(ctx: Ctx, value: str) -> str | None:
     if value == "now":
         ctx.answers = {"kujala": []}

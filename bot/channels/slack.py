@@ -1,0 +1,269 @@
+"""The Slack channel (slack-bolt, async): direct messages, button actions and the
+`/kneecoach <command>` slash command become `Inbound`; `Outbound` becomes Block Kit. No flow
+logic lives here.
+
+HTTP on KNEECOACH_LISTEN at /slack/events, where bolt checks the signing secret (a bad
+signature or a timestamp over 5 minutes old: 401, nothing handled); Socket Mode when
+KNEECOACH_SLACK_APP_TOKEN is set. Bolt acknowledges each request before the work is done. One
+user's requests are handled in the order they came; a retried event (same event id) is dropped
+by the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import ClientError, web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.delivery import Blocked, RetryLater, Undeliverable, send_replies, split_text
+from bot.settings import Settings
+from conversations.engine import Engine
+from conversations.messages import Inbound, Outbound
+
+log = logging.getLogger(__name__)
+
+SECTION_CHARS = 3000  # Slack's limit for a section's text
+BLOCKS_PER_MESSAGE = 50
+BUTTONS_PER_ROW = 25  # elements in one actions block
+ACTION = re.compile(r"^kc_")
+BLOCKED = {"channel_not_found", "is_archived", "account_inactive", "not_in_channel",
+           "user_disabled", "cannot_dm_bot", "messages_tab_disabled"}
+
+
+def _sections(text: str) -> list[dict[str, Any]]:
+    # plain_text, not mrkdwn: a patient's or coach's asterisks and underscores stay as typed.
+    return [{"type": "section", "text": {"type": "plain_text", "text": part}}
+            for part in split_text(text, SECTION_CHARS)]
+
+
+def _actions(outbound: Outbound) -> list[dict[str, Any]]:
+    blocks = []
+    for r, row in enumerate(outbound.buttons):
+        for start in range(0, len(row), BUTTONS_PER_ROW):
+            blocks.append({"type": "actions", "block_id": f"kc_row_{r}_{start}", "elements": [
+                {"type": "button", "action_id": f"kc_{r}_{start + n}", "value": button.token,
+                 "text": {"type": "plain_text", "text": button.label[:75]}}
+                for n, button in enumerate(row[start:start + BUTTONS_PER_ROW])]})
+    return blocks
+
+
+def _failure(exc: SlackApiError) -> Exception:
+    error = str(exc.response.get("error", ""))
+    if exc.response.status_code == 429:
+        return RetryLater(error or "ratelimited",
+                          float(exc.response.headers.get("Retry-After", 1)))
+    if error in BLOCKED:
+        return Blocked(error)
+    if exc.response.status_code >= 500:
+        return RetryLater(f"{exc.response.status_code} {error}")
+    return Undeliverable(error or f"HTTP {exc.response.status_code}")
+
+
+class SlackDeliverer:
+    """Sends one `Outbound` through the Web API, for replies and the outbox sender alike."""
+
+    channel = "slack"
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self.client = client
+
+    async def deliver(self, outbound: Outbound) -> str | None:
+        try:
+            return await self._send(outbound)
+        except SlackApiError as exc:
+            raise _failure(exc) from exc
+        except (ClientError, TimeoutError) as exc:
+            raise RetryLater(repr(exc)) from exc
+
+    async def _send(self, outbound: Outbound) -> str | None:
+        chat = outbound.chat_id
+        if outbound.edit_message_id is not None:
+            if outbound.text:  # the buttons came off when it was pressed (see SlackChannel)
+                await self.client.chat_update(channel=chat, ts=outbound.edit_message_id,
+                                              text=outbound.text[:SECTION_CHARS],
+                                              blocks=_sections(outbound.text)[:1])
+            return outbound.edit_message_id
+        sections, actions = _sections(outbound.text), _actions(outbound)
+        room = BLOCKS_PER_MESSAGE - len(actions)
+        messages = [sections[n:n + room] for n in range(0, len(sections), room)] or [[]]
+        ts = None
+        for n, blocks in enumerate(messages):
+            last = n == len(messages) - 1
+            text = "\n".join(b["text"]["text"] for b in blocks)
+            if not blocks and not actions:
+                break
+            response = await self.client.chat_postMessage(
+                channel=chat, text=text[:SECTION_CHARS] or " ",
+                blocks=blocks + (actions if last else []))
+            ts = str(response["ts"])
+        for content, filename in ((outbound.image, "kneecoach-chart.png"),
+                                  (outbound.document.content if outbound.document else None,
+                                   outbound.document.filename if outbound.document else "")):
+            if content is not None:
+                await self.client.files_upload_v2(channel=chat, content=content,
+                                                  filename=filename, title=filename)
+        return ts
+
+
+def _client(settings: Settings) -> AsyncWebClient:
+    token = settings.slack_bot_token
+    if token is None:
+        raise ValueError("KNEECOACH_SLACK_BOT_TOKEN is not set")
+    return AsyncWebClient(token=token.get_secret_value(), base_url=settings.slack_api_url)
+
+
+class SlackChannel:
+    """The bolt app: listeners turn Slack's requests into `Inbound` for the engine."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        secret = settings.slack_signing_secret
+        if secret is None and settings.slack_app_token is None:
+            raise ValueError("KNEECOACH_SLACK_SIGNING_SECRET is needed for Slack over HTTP")
+        self.settings = settings
+        self.engine = engine
+        client = _client(settings)
+        self.deliverer = SlackDeliverer(client)
+        self.app = AsyncApp(client=client, signing_secret=(
+            secret.get_secret_value() if secret else None),
+            request_verification_enabled=secret is not None)
+        self.app.event("message")(self._on_message)
+        self.app.event("app_home_opened")(self._on_home)
+        self.app.action(ACTION)(self._on_press)
+        self.app.command("/kneecoach")(self._on_command)
+        self.app.error(self._on_error)
+        self._users: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._idle = asyncio.Event()  # set while no request is in hand
+        self._idle.set()
+        self._runner: web.AppRunner | None = None
+        self._socket: Any = None
+
+    @staticmethod
+    def deliverer(settings: Settings) -> SlackDeliverer:
+        """A deliverer for the outbox sender alone."""
+        return SlackDeliverer(_client(settings))
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.settings.slack_app_token is not None:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            self._socket = AsyncSocketModeHandler(
+                self.app, self.settings.slack_app_token.get_secret_value())
+            await self._socket.connect_async()
+            log.info("slack: socket mode")
+            return
+        web_app = web.Application()
+        web_app.router.add_post("/slack/events", self._http)
+        self._runner = web.AppRunner(web_app, access_log=None)
+        await self._runner.setup()
+        host, port = self.settings.listen_host_port
+        await web.TCPSite(self._runner, host, port).start()
+        log.info("slack: HTTP on %s:%s/slack/events", host, port)
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            await self._socket.close_async()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self._idle.wait()  # requests already acknowledged are finished
+
+    async def _http(self, request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await self.app.async_dispatch(
+            await to_bolt_request(request)))
+
+    # --- requests ------------------------------------------------------------------------
+    async def _in_order(self, user: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Bolt runs each request in a task of its own; one user's run one after another."""
+        lock, waiting = self._users.get(user, (asyncio.Lock(), 0))
+        self._users[user] = (lock, waiting + 1)
+        self._idle.clear()
+        try:
+            async with lock:
+                await work()
+        finally:
+            lock, waiting = self._users[user]
+            if waiting == 1:
+                del self._users[user]
+            else:
+                self._users[user] = (lock, waiting - 1)
+            if not self._users:
+                self._idle.set()
+
+    async def _handle(self, inbound: Inbound) -> None:
+        replies = await self.engine.handle(inbound)
+        await send_replies(self.deliverer, self.engine, inbound, replies)
+
+    async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        if (event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id")
+                or not event.get("user")):
+            return  # only people's own direct messages; edits, joins and bots are not answers
+        user = str(event["user"])
+        inbound = Inbound.parse_text("slack", user, str(event["channel"]),
+                                     str(event.get("text") or ""),
+                                     update_id=str(body.get("event_id") or event.get("ts")))
+        await self._in_order(user, lambda: self._handle(inbound))
+
+    async def _on_press(self, ack: Callable[[], Awaitable[None]], body: dict[str, Any],
+                        action: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        user, channel = str(body["user"]["id"]), str(body.get("channel", {}).get("id", ""))
+        message = body.get("message") or {}
+        ts = message.get("ts")
+        if not channel or not action.get("value"):
+            return
+
+        async def work() -> None:
+            if ts:  # the pressed buttons come off at once, so they cannot be pressed twice
+                kept = [b for b in message.get("blocks", []) if b.get("type") != "actions"]
+                try:
+                    await client.chat_update(channel=channel, ts=ts, blocks=kept,
+                                             text=message.get("text") or " ")
+                except SlackApiError as exc:
+                    log.info("could not take the buttons off %s: %s", ts, exc)
+            await self._handle(Inbound(
+                channel="slack", user_id=user, chat_id=channel, button=str(action["value"]),
+                update_id=f"action:{action.get('action_ts') or ts}", message_id=ts))
+
+        await self._in_order(user, work)
+
+    async def _on_command(self, ack: Callable[..., Awaitable[None]], command: dict[str, Any],
+                          client: AsyncWebClient) -> None:
+        await ack()
+        user = str(command["user_id"])
+        # Answers go to the user's direct message with the app, wherever they typed it.
+        opened = await client.conversations_open(users=user)
+        channel = str(opened["channel"]["id"])
+        words = str(command.get("text") or "help").strip().lstrip("/") or "help"
+        inbound = Inbound.parse_text("slack", user, channel, f"/{words}",
+                                     update_id=f"command:{command.get('trigger_id')}")
+        await self._in_order(user, lambda: self._handle(inbound))
+
+    async def _on_home(self, event: dict[str, Any], client: AsyncWebClient) -> None:
+        user = str(event["user"])
+
+        async def work() -> None:
+            text = await self.engine.home("slack", user)
+            await client.views_publish(user_id=user, view={
+                "type": "home", "blocks": _sections(text)[:BLOCKS_PER_MESSAGE]})
+
+        await self._in_order(user, work)
+
+    async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
+        log.error("slack request %s failed", body.get("event_id") or body.get("trigger_id"),
+                  exc_info=error)
+
+
+async def run_slack(settings: Settings, engine: Engine, stop: asyncio.Event) -> None:
+    channel = SlackChannel(settings, engine)
+    await channel.start()
+    try:
+        await stop.wait()
+    finally:
+        await channel.stop()

@@ -1,0 +1,161 @@
+"""The Slack channel end to end: the bolt app on its own HTTP endpoint, signed requests as
+Slack sends them, the test Web API server (tests/slack_server.py), the real engine, SQLite
+and PostgreSQL."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from bot.channels.slack import SlackChannel
+from bot.delivery import OutboxSender
+from bot.scheduler import Scheduler
+from bot.settings import Settings
+from conftest import CLEAN_SCREEN
+from conversations.clock import ManualClock
+from conversations.engine import Engine
+from conversations.program.data import Program
+from slack_server import BOT_TOKEN, SIGNING_SECRET, SlackPerson, SlackServer
+from storage.models import ProcessedUpdate, User
+
+FIRST_PROMPT_DELAY = timedelta(hours=23, seconds=10)  # clock fixture 14 Jan 08:00 -> 15 Jan 07:00
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+async def slack_api() -> AsyncIterator[SlackServer]:
+    server = SlackServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def slack_url(slack_api: SlackServer, engine: Engine) -> AsyncIterator[str]:
+    """kneecoach's Slack app listening on 127.0.0.1; its /slack/events URL."""
+    port = free_port()
+    channel = SlackChannel(Settings(  # type: ignore[arg-type]
+        slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=f"{slack_api.root}/api/", listen=f"127.0.0.1:{port}"), engine)
+    await channel.start()
+    yield f"http://127.0.0.1:{port}/slack/events"
+    await channel.stop()
+
+
+async def users(sessions: async_sessionmaker[DbSession]) -> int:
+    async with sessions() as db:
+        return await db.scalar(select(func.count()).select_from(User)) or 0
+
+
+async def onboard(person: SlackPerson) -> None:
+    await person.say("/start")
+    await person.answer_all(*CLEAN_SCREEN)
+    assert "All set" in person.text, person.text
+
+
+async def test_onboarding_by_button_presses_in_a_direct_message(
+        slack_api: SlackServer, slack_url: str, sessions: async_sessionmaker[DbSession]) -> None:
+    ann = SlackPerson(slack_api, slack_url, "U0ANN")
+    await ann.say("/start")
+    assert "not a diagnosis" in ann.text.lower()
+    consent = ann.question
+    await ann.press("I agree")
+    assert consent.buttons() == {}  # taken off, so it cannot be pressed twice
+    assert "» I agree" in consent.shown()
+    await ann.answer_all(*CLEAN_SCREEN[1:])
+    assert "All set" in ann.text, ann.text
+    await ann.command("today")  # the slash command, answered in the direct message
+    assert "squeez" in ann.text.lower()
+    home = slack_api.homes["U0ANN"][-1]["blocks"]
+    assert any("Level 2" in b["text"]["text"] for b in home)
+    async with sessions() as db:
+        user = await db.scalar(select(User).filter_by(channel="slack", channel_user_id="U0ANN"))
+    assert user is not None and user.status == "active" and user.chat_id == "DU0ANN"
+
+
+async def test_the_red_flag_path(slack_api: SlackServer, slack_url: str,
+                                 sessions: async_sessionmaker[DbSession]) -> None:
+    bob = SlackPerson(slack_api, slack_url, "U0BOB")
+    await bob.say("/start")
+    await bob.answer_all("I agree", "Yes")
+    assert "clinician" in bob.text.lower() or "doctor" in bob.text.lower()
+    async with sessions() as db:
+        user = await db.scalar(select(User).filter_by(channel_user_id="U0BOB"))
+    assert user is not None and user.status == "referred"
+
+
+async def test_wrongly_signed_and_stale_requests_are_refused_and_not_handled(
+        slack_api: SlackServer, slack_url: str, sessions: async_sessionmaker[DbSession]) -> None:
+    cat = SlackPerson(slack_api, slack_url, "U0CAT")
+    body = cat.message_body("/start")
+    assert await cat.post(body, "application/json", secret="not-the-secret") == 401
+    assert await cat.post(body, "application/json", timestamp=int(time.time()) - 6 * 60) == 401
+    await cat.settle()
+    assert slack_api.to(cat.channel) == [] and await users(sessions) == 0
+
+
+async def test_a_retried_event_is_handled_once(
+        slack_api: SlackServer, slack_url: str, sessions: async_sessionmaker[DbSession]) -> None:
+    dan = SlackPerson(slack_api, slack_url, "U0DAN")
+    body = dan.message_body("/start", event_id="Ev0RETRIED")
+    assert await dan.post(body, "application/json") == 200
+    assert await dan.post(body, "application/json", retry=1) == 200  # Slack's retry
+    await dan.settle()
+    assert [p.shown().lower().count("not a diagnosis") for p in slack_api.to(dan.channel)] == [1]
+    async with sessions() as db:
+        assert await db.get(ProcessedUpdate, ("slack", "Ev0RETRIED")) is not None
+
+
+async def test_a_429_storm_loses_no_reply(slack_api: SlackServer, slack_url: str) -> None:
+    eve = SlackPerson(slack_api, slack_url, "U0EVE")
+    slack_api.rate_limited = 2  # two answers of 429 with Retry-After: 1
+    await eve.say("/start")
+    assert "not a diagnosis" in eve.text.lower()
+    assert [s for _, _, s in slack_api.calls].count(429) == 2
+    await eve.press("I agree")
+    assert eve.question.buttons().keys() >= {"Yes", "No"}
+
+
+async def test_a_daily_prompt_is_delivered_and_answered_by_its_buttons(
+        slack_api: SlackServer, slack_url: str, sessions: async_sessionmaker[DbSession],
+        program: Program, clock: ManualClock) -> None:
+    fay = SlackPerson(slack_api, slack_url, "U0FAY")
+    await onboard(fay)
+    ticks = Scheduler(sessions, program, clock, grace=timedelta(minutes=180))
+    settings = Settings(slack_bot_token=BOT_TOKEN,  # type: ignore[arg-type]
+                        slack_api_url=f"{slack_api.root}/api/")
+    sender = OutboxSender(sessions, {"slack": SlackChannel.deliverer(settings)}, clock, rate=28)
+    clock.advance(FIRST_PROMPT_DELAY)
+    assert (await ticks.tick()).prompts == 1
+    await sender.drain()
+    prompt = fay.question
+    assert "Time for today's knee exercises" in prompt.shown()
+    await fay.press("Done", prompt)
+    await fay.answer_all("2")
+    assert "Recorded: done, pain 2/10" in fay.text
+
+
+async def test_progress_chart_and_data_export_are_uploaded_as_files(
+        slack_api: SlackServer, slack_url: str) -> None:
+    gus = SlackPerson(slack_api, slack_url, "U0GUS")
+    await onboard(gus)
+    await gus.say("/pain")
+    await gus.answer_all("3")
+    await gus.say("/progress")
+    await gus.say("/mydata")
+    names = {name: content for channel, name, content in slack_api.files
+             if channel == gus.channel}
+    assert names["kneecoach-chart.png"].startswith(b"\x89PNG")
+    assert b"kneecoach-export" in names["kneecoach-mydata.json"]
