@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -23,6 +24,10 @@ from conversations.program.data import Program, ProgramError, load_program
 from storage.db import create_engine, is_sqlite, migrate, sessionmaker
 from storage.repository import Repository
 from storage.stats import compute
+
+if TYPE_CHECKING:  # imported when served: the terminal chat starts without them
+    from bot.channels.slack import SlackChannel
+    from bot.channels.telegram import TelegramChannel
 
 log = logging.getLogger("kneecoach")
 
@@ -98,8 +103,8 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
 async def _serve(settings: Settings, sessions: async_sessionmaker[DbSession], program: Program,
                  engine: Engine, clock: SystemClock, channels: list[str]) -> None:
     """Chat channels plus the scheduler and sender, until SIGTERM or SIGINT."""
-    from bot.channels.slack import SlackChannel, run_slack
-    from bot.channels.telegram import TelegramChannel, run_telegram
+    from bot.channels.slack import SlackChannel
+    from bot.channels.telegram import TelegramChannel
     from bot.scheduler import run_worker
 
     stop = asyncio.Event()
@@ -113,11 +118,20 @@ async def _serve(settings: Settings, sessions: async_sessionmaker[DbSession], pr
         deliverers["slack"] = SlackChannel.deliverer(settings)
     tasks = [run_worker(settings, sessions, program, deliverers, clock, stop)]
     if "telegram" in channels:
-        tasks.append(run_telegram(settings, engine, stop))
+        tasks.append(_until(TelegramChannel(settings, engine), stop))
     if "slack" in channels:
-        tasks.append(run_slack(settings, engine, stop))
+        tasks.append(_until(SlackChannel(settings, engine), stop))
     log.info("kneecoach running: %s", ", ".join(channels) or "worker only")
     await asyncio.gather(*tasks)
+
+
+async def _until(channel: TelegramChannel | SlackChannel, stop: asyncio.Event) -> None:
+    """Serve a chat channel until `stop` is set, then let it finish what it has in hand."""
+    await channel.start()
+    try:
+        await stop.wait()
+    finally:
+        await channel.stop()
 
 
 async def _admin(settings: Settings, args: argparse.Namespace) -> int:

@@ -14,12 +14,13 @@ import hmac
 import itertools
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import ClientSession, web
+
+from fake_api import FakeApi
 
 BOT_TOKEN = "xoxb-test-token"
 SIGNING_SECRET = "test-signing-secret"
@@ -46,48 +47,26 @@ class Posted:
         return "\n".join(sections) if sections else self.text
 
 
-@dataclass
-class SlackServer:
-    calls: list[tuple[str, dict[str, Any], int]] = field(default_factory=list)
-    posted: list[Posted] = field(default_factory=list)
-    homes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    files: list[tuple[str, str, bytes]] = field(default_factory=list)  # channel, name, bytes
-    rate_limited: int = 0  # the next this many chat.postMessage calls get a 429
-    root: str = ""
-    _ts: Any = field(default_factory=lambda: itertools.count(1))
-    _uploads: dict[str, tuple[str, bytes]] = field(default_factory=dict)
-    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    _runner: web.AppRunner | None = None
+class SlackServer(FakeApi):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, dict[str, Any], int]] = []
+        self.posted: list[Posted] = []
+        self.homes: dict[str, list[dict[str, Any]]] = {}
+        self.files: list[tuple[str, str, bytes]] = []  # channel, name, bytes
+        self.rate_limited = 0  # the next this many chat.postMessage calls get a 429
+        self._ts = itertools.count(1)
+        self._uploads: dict[str, tuple[str, bytes]] = {}
 
-    async def start(self) -> str:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/api/{method}", self._handle)
-        app.router.add_post("/upload/{file_id}", self._upload)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.root = f"http://127.0.0.1:{port}"
-        return self.root
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/api/{method}", self._handle),
+                web.post("/upload/{file_id}", self._upload)]
 
     def to(self, channel: str) -> list[Posted]:
         return [p for p in self.posted if p.channel == channel]
 
     def called(self, method: str) -> list[dict[str, Any]]:
         return [params for name, params, status in self.calls if name == method and status == 200]
-
-    async def wait_for(self, check: Callable[[], Any], within: float = 10.0) -> Any:
-        async def until() -> Any:
-            async with self._changed:
-                while not (result := check()):
-                    await self._changed.wait()
-                return result
-        return await asyncio.wait_for(until(), within)
 
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
@@ -114,11 +93,7 @@ class SlackServer:
     def _record(self, method: str, params: dict[str, Any], status: int,
                 body: dict[str, Any]) -> web.Response:
         self.calls.append((method, params, status if body.get("ok") else 400))
-
-        async def notify() -> None:
-            async with self._changed:
-                self._changed.notify_all()
-        asyncio.get_running_loop().create_task(notify())
+        asyncio.get_running_loop().create_task(self.changed())
         return web.json_response(body, status=status)
 
     def _api_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from typing import Any
 
 from aiohttp import ClientSession, web
 
+from fake_api import FakeApi
+
 TOKEN = "123456:TEST-token"
 BOT_ID = 123456
 USERNAME = "kneecoach_test_bot"
@@ -64,8 +66,9 @@ class Sent:
         return {b["text"]: b["callback_data"] for row in self.buttons for b in row}
 
 
-class BotApiServer:
+class BotApiServer(FakeApi):
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[Call] = []
         self.messages: dict[tuple[str, int], Sent] = {}
         self.sent: list[Sent] = []  # in the order they arrived
@@ -81,27 +84,9 @@ class BotApiServer:
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
         self._query_ids = itertools.count(1)
-        self._changed = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
-        self.root = ""
 
-    # --- running ---------------------------------------------------------------------------
-    async def start(self, extra: tuple[web.RouteDef, ...] = ()) -> str:
-        """Listen on a free port; `extra` routes are for a benchmark driving the server."""
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/bot{token}/{method}", self._handle)
-        app.add_routes(extra)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.root = f"http://127.0.0.1:{port}"
-        return self.root
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/bot{token}/{method}", self._handle)]
 
     # --- what the tests do ---------------------------------------------------------------
     def fail(self, *methods: str, times: int = 1, status: int | None = None,
@@ -182,16 +167,6 @@ class BotApiServer:
 
     def called(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method and c.status == 200]
-
-    async def wait_for(self, check: Callable[[], Any], within: float = 10.0) -> Any:
-        """Wait (on the server's own events, not a timer) until `check()` is truthy."""
-        async def until() -> Any:
-            async with self._changed:
-                while not (result := check()):
-                    await self._changed.wait()
-                return result
-        return await asyncio.wait_for(until(), within)
-
 
     # --- the API ---------------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.Response:

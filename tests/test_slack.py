@@ -4,7 +4,6 @@ and PostgreSQL."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -22,16 +21,11 @@ from conftest import CLEAN_SCREEN
 from conversations.clock import ManualClock
 from conversations.engine import Engine
 from conversations.program.data import Program
+from fake_api import free_port
 from slack_server import BOT_TOKEN, SIGNING_SECRET, SlackPerson, SlackServer
 from storage.models import ProcessedUpdate, User
 
 FIRST_PROMPT_DELAY = timedelta(hours=23, seconds=10)  # clock fixture 14 Jan 08:00 -> 15 Jan 07:00
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

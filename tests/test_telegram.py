@@ -10,7 +10,6 @@ import os
 import random
 import re
 import signal
-import socket
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from conversations.clock import ManualClock
 from conversations.engine import MENU, STALE_BUTTON, Engine
 from conversations.messages import Outbound
 from conversations.program.data import Program
+from fake_api import free_port
 from storage.models import Outbox, ProgramState, User
 from telegram_server import TOKEN, BotApiServer, Fault, Person
 
@@ -52,12 +52,6 @@ async def onboard(person: Person) -> None:
     await person.say("/start")
     await person.answer_all(*CLEAN_SCREEN)
     assert "All set" in person.text, person.text
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # --- the patient journey ---------------------------------------------------------------------

@@ -258,12 +258,3 @@ class SlackChannel:
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error("slack request %s failed", body.get("event_id") or body.get("trigger_id"),
                   exc_info=error)
-
-
-async def run_slack(settings: Settings, engine: Engine, stop: asyncio.Event) -> None:
-    channel = SlackChannel(settings, engine)
-    await channel.start()
-    try:
-        await stop.wait()
-    finally:
-        await channel.stop()

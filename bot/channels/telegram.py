@@ -292,12 +292,3 @@ class TelegramChannel:
                                                   text=APOLOGY))
         except (RetryLater, Blocked, Undeliverable) as exc:
             log.info("could not apologise in chat %s: %s", chat.id, exc)
-
-
-async def run_telegram(settings: Settings, engine: Engine, stop: asyncio.Event) -> None:
-    channel = TelegramChannel(settings, engine)
-    await channel.start()
-    try:
-        await stop.wait()
-    finally:
-        await channel.stop()
