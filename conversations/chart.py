@@ -71,27 +71,35 @@ def _draw(data: Progress) -> bytes:
                  *(d for d, _ in data.pains), *(d for d, _ in data.kujala)])
     span = (first - timedelta(days=1), data.today + timedelta(days=1))
 
-    pain_ax.set_title("Knee pain (0-10)", loc="left")
-    for low, high, colour in ((0, 2.5, "#e8f5e9"), (2.5, 5.5, "#fff8e1"), (5.5, 10.5, "#ffebee")):
+    pain_ax.set_title("Pain (0-10)", loc="left")
+    # The zones patients are taught (CLINICAL.md), named at the right edge: colour alone is
+    # not enough on a small screen or for colour-blind eyes.
+    for low, high, colour, name in ((0, 2.5, "#e8f5e9", "safe"), (2.5, 5.5, "#fff8e1",
+                                                                     "acceptable"),
+                                    (5.5, 10.5, "#ffebee", "too much")):
         pain_ax.axhspan(low, high, color=colour, zorder=0)
+        pain_ax.text(1, low + 0.15, name, transform=pain_ax.get_yaxis_transform(), ha="right",
+                     va="bottom", fontsize=11, color="#555555", style="italic", zorder=4,
+                     bbox={"facecolor": colour, "alpha": 0.8, "edgecolor": "none", "pad": 1})
     worst: dict[date, int] = defaultdict(int)
     for day, pain in data.pains:
         worst[day] = max(worst[day], pain)
     days = sorted(worst)
-    pain_ax.plot(days, [worst[d] for d in days], color="#c62828", linewidth=2.5, marker="o",
-                 markersize=5, label="Worst of the day")
+    dense = (span[1] - span[0]).days > 120  # months of points: thinner, or they hide the line
+    pain_ax.plot(days, [worst[d] for d in days], color="#c62828", linewidth=1.2 if dense else 2.5,
+                 marker="o", markersize=2 if dense else 5, label="Worst of the day")
     during = [(s.day, s.pain_during) for s in data.sessions if s.pain_during is not None]
-    pain_ax.scatter([d for d, _ in during], [p for _, p in during], color="#1565c0", s=40,
-                    zorder=3, label="During exercise")
+    pain_ax.scatter([d for d, _ in during], [p for _, p in during], color="#1565c0",
+                    s=8 if dense else 40, zorder=3, label="During exercise")
     for day, _, after in data.levels:
         pain_ax.axvline(day, color="#6a1b9a", linestyle="--", linewidth=1.5)
-        pain_ax.text(day, 11.1, f"L{after}", color="#6a1b9a", ha="center", va="bottom",
+        pain_ax.text(day, 10.6, f"L{after}", color="#6a1b9a", ha="center", va="bottom",
                      fontsize=12, fontweight="bold")
-    pain_ax.set_ylim(0, 12.2)
+    pain_ax.set_ylim(0, 11.5)
     pain_ax.set_yticks([0, 2, 5, 8, 10])
-    # Inside the "too much" band, under the level labels, where the lines rarely go.
-    pain_ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.9), ncol=2, fontsize=11,
-                   framealpha=0.9)
+    # On the title's line, so it never covers a point or a level label.
+    pain_ax.legend(loc="lower right", bbox_to_anchor=(1, 1), ncol=2, fontsize=11,
+                   frameon=False, borderaxespad=0, handlelength=1.5, columnspacing=1)
 
     sessions_ax.set_title("Sessions", loc="left")
     for s in data.sessions:
