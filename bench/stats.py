@@ -25,8 +25,9 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bot.scheduler import BATCH  # noqa: E402
 from storage.db import create_engine, migrate, sessionmaker  # noqa: E402
-from storage.stats import compute  # noqa: E402
+from storage.stats import compute, fold  # noqa: E402
 
 COACHES = 100
 START = date(2026, 8, 1)
@@ -65,14 +66,28 @@ def generate(dialect: str, patients: int, days: int) -> list[str]:
         f"THEN 1 + u % {COACHES} END, CASE WHEN u % 10 = 0 THEN 'paused' ELSE 'active' END, "
         f"{false}, {now} FROM ({users}) x",
         f"INSERT INTO program_state (user_id, level, started_on, baseline_worst_pain, "
-        f"updated_at) SELECT u, 1 + u % 5, {start}, 3 + u % 5, {now} FROM ({users}) x "
+        f"kujala_change, updated_at) SELECT u, 1 + u % 5, {start}, 3 + u % 5, "
+        f"(65 + u % 25) - (60 + u % 20), {now} FROM ({users}) x "
         f"WHERE u > {COACHES}",
         f"INSERT INTO assessments (user_id, kind, answers, score, created_at) SELECT u, "
         f"'kujala', '{{}}', 60 + u % 20, {now} FROM ({users}) x WHERE u > {COACHES}",
         f"INSERT INTO assessments (user_id, kind, answers, score, created_at) SELECT u, "
         f"'kujala', '{{}}', 65 + u % 25, {now} FROM ({users}) x WHERE u > {COACHES}",
-        f"INSERT INTO sessions (user_id, day, level, status, pain_during, morning_symptom) "
-        f"SELECT u, {day}, 1 + u % 5, {STATUS}, {PAIN}, {false} FROM ({grid}) x",
+        # Every day but the last is tallied, as the tick leaves it; the last day is not yet
+        # (as if the workers had been down that day), so the query reads 100,000 rows live.
+        f"INSERT INTO sessions (user_id, day, level, status, pain_during, morning_symptom, "
+        f"tallied_coach) SELECT u, {day}, 1 + u % 5, {STATUS}, {PAIN}, {false}, CASE WHEN "
+        f"d < {days - 1} THEN 1 + u % {COACHES} END FROM ({grid}) x",
+        f"INSERT INTO outbox (user_id, channel, chat_id, kind, payload, dedupe_key, status, "
+        f"attempts, not_before, created_at, sent_at, tallied_coach) SELECT u, 'telegram', u, "
+        f"'prompt', '{{}}', 'prompt:' || u || ':' || d, 'sent', 1, {ts}, {ts}, {ts}, CASE WHEN "
+        f"d < {days - 1} THEN 1 + u % {COACHES} END FROM ({grid}) x",
+        "INSERT INTO stat_tallies (day, coach_id, measure, count) SELECT day, tallied_coach, "
+        "status, count(*) FROM sessions WHERE tallied_coach IS NOT NULL "
+        "GROUP BY day, tallied_coach, status",
+        f"INSERT INTO stat_tallies (day, coach_id, measure, count) SELECT {day}, 1 + u % "
+        f"{COACHES}, 'prompt', count(*) FROM ({grid}) x WHERE d < {days - 1} "
+        f"GROUP BY d, 1 + u % {COACHES}",
         f"INSERT INTO pain_reports (user_id, at, pain, context) SELECT u, {ts}, (u + d) % 7, "
         f"'during' FROM ({grid}) x WHERE (u * 7 + d * 13) % 20 < 15",
         f"INSERT INTO progression_events (user_id, at, day, from_level, to_level, action, rule, "
@@ -81,7 +96,7 @@ def generate(dialect: str, patients: int, days: int) -> list[str]:
     ]
 
 
-async def measure(url: str, patients: int, days: int) -> tuple[float, float, float]:
+async def measure(url: str, patients: int, days: int) -> tuple[float, ...]:
     engine = create_engine(url)
     await migrate(engine)
     started = time.perf_counter()
@@ -92,11 +107,24 @@ async def measure(url: str, patients: int, days: int) -> tuple[float, float, flo
             await connection.execute(text("ANALYZE"))
     setup = time.perf_counter() - started
     today = START + timedelta(days=days - 1)
+    sessions = sessionmaker(engine)
+
+    async def query() -> tuple[float, list[dict[str, object]]]:
+        started = time.perf_counter()
+        async with sessions() as db:
+            rows = await compute(db, today - timedelta(days=89), today)
+        assert rows[0].enrolled == patients, rows[0]
+        return time.perf_counter() - started, [row.public() for row in rows]
+
+    open_query, before = await query()
     started = time.perf_counter()
-    async with sessionmaker(engine)() as db:
-        rows = await compute(db, today - timedelta(days=89), today)
-    query = time.perf_counter() - started
-    assert rows[0].enrolled == patients, rows[0]
+    while True:  # as the tick does: the last day's sessions and prompts into the tallies
+        async with sessions() as db, db.begin():
+            if not await fold(db, BATCH):
+                break
+    folding = time.perf_counter() - started
+    tallied_query, after = await query()
+    assert after == before, "the tallies and the live rows disagree"
     await engine.dispose()
     env = {**os.environ, "KNEECOACH_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
@@ -107,7 +135,7 @@ async def measure(url: str, patients: int, days: int) -> tuple[float, float, flo
     if process.returncode != 0:
         raise RuntimeError(error.decode())
     command = time.perf_counter() - started
-    return setup, query, command
+    return setup, open_query, folding, tallied_query, command
 
 
 async def scratch_postgres(url: str) -> tuple[str, str]:
@@ -134,16 +162,24 @@ async def main() -> None:
     args = parser.parse_args()
     print(f"{args.patients:,} patients x {args.days} days "
           f"({args.patients * args.days:,} sessions); stats --since 90d")
-    print(f"{'database':<12}{'set-up s':>10}{'query s':>10}{'command s':>11}")
+    print("query s: in process, with the last day not yet tallied (as if the workers had been\n"
+          "down all day), then once the tick's fold has tallied it; command s: the whole\n"
+          "`kneecoach stats --since 90d` process, Python start-up included")
+    print(f"{'database':<12}{'set-up s':>10}{'query s':>10}{'fold s':>9}{'query s':>10}"
+          f"{'command s':>11}")
+
+    def line(name: str, figures: tuple[float, ...]) -> None:
+        setup, open_query, folding, tallied_query, command = figures
+        print(f"{name:<12}{setup:>10.1f}{open_query:>10.2f}{folding:>9.2f}{tallied_query:>10.2f}"
+              f"{command:>11.2f}")
+
     with tempfile.TemporaryDirectory() as folder:
-        url = f"sqlite+aiosqlite:///{folder}/bench.db"
-        setup, query, command = await measure(url, args.patients, args.days)
-        print(f"{'SQLite':<12}{setup:>10.1f}{query:>10.2f}{command:>11.2f}")
+        line("SQLite", await measure(f"sqlite+aiosqlite:///{folder}/bench.db", args.patients,
+                                     args.days))
     if args.postgres:
         url, name = await scratch_postgres(args.postgres)
         try:
-            setup, query, command = await measure(url, args.patients, args.days)
-            print(f"{'PostgreSQL':<12}{setup:>10.1f}{query:>10.2f}{command:>11.2f}")
+            line("PostgreSQL", await measure(url, args.patients, args.days))
         finally:
             await drop_postgres(args.postgres, name)
     else:

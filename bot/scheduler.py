@@ -32,7 +32,7 @@ from conversations.program.data import Program
 from conversations.program.rules import SessionFact, restart_level
 from conversations.prompts import check_message, prompt_message
 from conversations.schedule import local_date, next_prompt_at, next_summary_at
-from storage import dispatch
+from storage import dispatch, stats
 from storage.db import is_sqlite
 from storage.models import ProgressionEvent
 from storage.repository import Repository
@@ -130,7 +130,7 @@ class Scheduler:
 
         async with self._running:
             self._days_cache.clear()  # computed for this tick's `now`
-            for step in (self._checks, self._prompts, self._summaries):
+            for step in (self._checks, self._prompts, self._summaries, self._tallies):
                 await asyncio.gather(*(batches(step) for _ in range(self.parallel)))
             await self._broadcast_reports(now, report)
         return report
@@ -285,6 +285,12 @@ class Scheduler:
             await dispatch.enqueue_many(db, rows, now)
         report.summaries += len(rows)
         return len(due) == SUMMARY_BATCH
+
+    async def _tallies(self, now: datetime, report: TickReport) -> bool:
+        """Count the sessions reported and prompts sent since the last tick into the
+        statistics' tallies."""
+        async with self.sessions() as db, db.begin():
+            return await stats.fold(db, self.batch)
 
     async def _broadcast_reports(self, now: datetime, report: TickReport) -> None:
         async with self.sessions() as db, db.begin():

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -53,6 +54,14 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+# Final sessions and sent prompts not yet folded into stat_tallies (a few ticks' worth): the
+# statistics read these live through partial indexes, and the tallies for the rest. The
+# indexes lead with the columns the condition tests for equality, so SQLite's planner, which
+# has no statistics, prefers them to ix_outbox_due and ix_sessions_day.
+UNTALLIED_SESSION = text("tallied_coach IS NULL AND status <> 'prompted'")
+UNTALLIED_PROMPT = text("tallied_coach IS NULL AND kind = 'prompt' AND status = 'sent'")
 
 
 def _user_fk() -> Any:
@@ -118,6 +127,7 @@ class ProgramState(Base):
     level: Mapped[int] = mapped_column(Integer)
     started_on: Mapped[date] = mapped_column(Date)
     baseline_worst_pain: Mapped[int] = mapped_column(Integer)
+    kujala_change: Mapped[int | None] = mapped_column(Integer)  # latest minus first score
     paused_reason: Mapped[str | None] = mapped_column(String(32))
     next_prompt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
@@ -129,19 +139,26 @@ class Session(Base):
     """One scheduled (or self-started) exercise day."""
 
     __tablename__ = "sessions"
-    __table_args__ = (UniqueConstraint("user_id", "day"),)
+    __table_args__ = (
+        UniqueConstraint("user_id", "day"),
+        Index("ix_sessions_untallied", "tallied_coach", "day", sqlite_where=UNTALLIED_SESSION,
+              postgresql_where=UNTALLIED_SESSION),
+    )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
     user_id: Mapped[int] = mapped_column(ID, _user_fk(), index=True)
-    day: Mapped[date] = mapped_column(Date)  # the patient's local date
+    day: Mapped[date] = mapped_column(Date, index=True)  # the patient's local date
     level: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))  # prompted, done, partial, skipped, missed
+    # prompted, then once one of done, partial, skipped, missed (or created missed)
+    status: Mapped[str] = mapped_column(String(16))
     pain_during: Mapped[int | None] = mapped_column(Integer)
     morning_delta: Mapped[int | None] = mapped_column(Integer)
     morning_symptom: Mapped[bool] = mapped_column(Boolean, default=False)
     prompted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     morning_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The coach (0: none) whose StatTally counts this session's final status; None: not yet.
+    tallied_coach: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class PainReport(Base):
@@ -172,7 +189,11 @@ class Outbox(Base):
     """Messages queued for delivery. A row is claimed with a lease, then marked sent once."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "not_before"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "not_before"),
+        Index("ix_outbox_untallied", "tallied_coach", "status", "sent_at",
+              sqlite_where=UNTALLIED_PROMPT, postgresql_where=UNTALLIED_PROMPT),
+    )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
     user_id: Mapped[int | None] = mapped_column(ID, _user_fk(), index=True)
@@ -193,6 +214,7 @@ class Outbox(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str | None] = mapped_column(String(256))
+    tallied_coach: Mapped[int | None] = mapped_column(BigInteger)  # as on Session, for prompts
 
 
 class Broadcast(Base):
@@ -226,6 +248,20 @@ class ProcessedUpdate(Base):
     channel: Mapped[str] = mapped_column(String(16), primary_key=True)
     update_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class StatTally(Base):
+    """Adherence counts per day and coach (0: no coach), so statistics over 100,000 patients
+    read a few thousand rows instead of every session. The scheduler's tick folds final
+    sessions (measure: their status) and sent prompts (measure: "prompt") in; erasing a
+    patient takes theirs out. No personal data: counts only."""
+
+    __tablename__ = "stat_tallies"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)  # session day; prompt: UTC date
+    coach_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    measure: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
 
 
 class AuditLog(Base):

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.orm.attributes import set_committed_value
 
+from storage import stats
 from storage.models import (
     PERSONAL_TABLES,
     Assessment,
@@ -110,6 +111,7 @@ class Repository:
         return expected + 1
 
     async def erase_user(self, user_id: int) -> None:
+        await stats.untally(self.db, user_id)
         for model, column in PERSONAL_TABLES:
             await self.db.execute(delete(model).where(getattr(model, column) == user_id))
         await self.db.execute(update(User).where(User.coach_id == user_id).values(coach_id=None))

@@ -1,21 +1,42 @@
 """Adherence and outcome statistics over all patients, overall and per coach, in a handful of
-grouped queries (no per-patient round trips), so 100,000 patients stay fast."""
+grouped queries (no per-patient round trips), so 100,000 patients stay fast. Session and prompt
+counts come from stat_tallies, which the scheduler's tick keeps (`fold`), plus the few rows
+not folded in yet; erasing a patient takes theirs out (`untally`)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from statistics import median
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Select, case, func, literal_column, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-from storage.models import Assessment, Outbox, ProgramState, ProgressionEvent, Session, User
+from storage.models import (
+    UNTALLIED_PROMPT,
+    UNTALLIED_SESSION,
+    Outbox,
+    ProgramState,
+    ProgressionEvent,
+    Session,
+    StatTally,
+    User,
+)
 
 ALL = "all"
+NO_COACH = 0  # stat_tallies' coach_id for patients without one
+SESSION_MEASURES = ("done", "partial", "skipped", "missed")
+PROMPT = "prompt"
+_PROMPT_SQL = literal_column(f"'{PROMPT}'")  # inline: a bare parameter has no type to PostgreSQL
+
+_sessions, _outbox, _tallies = Session.__table__, Outbox.__table__, StatTally.__table__
+_UNTALLIED = {_sessions: UNTALLIED_SESSION, _outbox: UNTALLIED_PROMPT}
 
 
 @dataclass
@@ -38,105 +59,235 @@ class Stats:
     progressed: float | None = None  # share of patients whose level went up in the period
     held: float | None = None
     regressed: float | None = None
-    _pain: list[int] = field(default_factory=list, repr=False)
-    _kujala: list[int] = field(default_factory=list, repr=False)
-    _moves: list[int] = field(default_factory=list, repr=False)
+    _pain: Counter[int] = field(default_factory=Counter, repr=False)  # change -> patients
+    _kujala: Counter[int] = field(default_factory=Counter, repr=False)
+    _moves: list[int] = field(default_factory=lambda: [0, 0, 0], repr=False)  # all, up, down
 
     def public(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
 
 
-def _group(coach_id: int | None) -> str:
-    return f"coach {coach_id}" if coach_id is not None else "no coach"
+def _group(coach_id: int) -> str:
+    return f"coach {coach_id}" if coach_id != NO_COACH else "no coach"
+
+
+def _coach(column: Any) -> Any:
+    # NO_COACH inline: PostgreSQL matches a GROUP BY expression to the selected one only if
+    # they are written alike, and two bound parameters are not.
+    return func.coalesce(column, literal_column(str(NO_COACH)))
 
 
 async def compute(db: DbSession, since: date | None, today: date) -> list[Stats]:
     """Statistics for the period from `since` (None: all time) to `today`: the first row is
-    everyone, then one row per coach."""
-    groups: dict[str, Stats] = defaultdict(lambda: Stats(group=""))
-    coach_of: dict[int, str] = {}
+    everyone, then one row per coach. Sessions and prompts count for the coach the patient
+    had when they were recorded; the other figures for the patient's coach now."""
+    patients = (select(_coach(User.coach_id), User.status, func.count(),
+                       func.sum(case((ProgramState.started_on >= since, 1), else_=0))
+                       if since is not None else func.count())
+                .join(ProgramState, ProgramState.user_id == User.id)
+                .group_by(_coach(User.coach_id), User.status))
 
-    def bump(group: str) -> list[Stats]:
-        for name in (ALL, group):
-            groups[name].group = name
-        return [groups[ALL], groups[group]]
+    # Pain and Kujala changes come back as (coach, change, patients): a few hundred rows, from
+    # which the medians follow, rather than a row per patient.
+    worst = (select(Session.user_id, func.max(Session.pain_during).label("worst"))
+             .where(Session.day >= today - timedelta(days=6), Session.pain_during.is_not(None))
+             .group_by(Session.user_id).subquery())
+    pain_change = worst.c.worst - ProgramState.baseline_worst_pain
+    pain = (select(_coach(User.coach_id), pain_change, func.count()).select_from(worst)
+            .join(ProgramState, ProgramState.user_id == worst.c.user_id)
+            .join(User, User.id == worst.c.user_id)
+            .group_by(_coach(User.coach_id), pain_change))
 
-    patients = await db.execute(
-        select(User.id, User.coach_id, User.status, ProgramState.started_on,
-               ProgramState.baseline_worst_pain)
-        .join(ProgramState, ProgramState.user_id == User.id))
-    baseline: dict[int, int] = {}
-    for user_id, coach_id, status, started_on, worst in patients:
-        coach_of[user_id] = _group(coach_id)
-        baseline[user_id] = worst
-        for row in bump(coach_of[user_id]):
-            row.enrolled += 1
-            row.new += since is None or started_on >= since
-            if status in ("active", "paused", "referred", "stopped"):
-                setattr(row, status, getattr(row, status) + 1)
-
-    by_coach = User.coach_id
-    sessions = (select(by_coach, Session.status, func.count()).select_from(Session)
-                .join(User, User.id == Session.user_id).group_by(by_coach, Session.status))
-    if since is not None:
-        sessions = sessions.where(Session.day >= since)
-    for coach_id, status, count in (await db.execute(sessions)):
-        for row in bump(_group(coach_id)):
-            if status in ("done", "partial", "skipped", "missed"):
-                setattr(row, status, getattr(row, status) + count)
-
-    sent = (select(by_coach, func.count()).select_from(Outbox)
-            .join(User, User.id == Outbox.user_id)
-            .where(Outbox.kind == "prompt", Outbox.status == "sent").group_by(by_coach))
-    if since is not None:
-        sent = sent.where(Outbox.sent_at >= datetime.combine(since, time(), tzinfo=UTC))
-    for coach_id, count in (await db.execute(sent)):
-        for row in bump(_group(coach_id)):
-            row.prompts_sent += count
-
-    recent = (select(Session.user_id, func.max(Session.pain_during))
-              .where(Session.day >= today - timedelta(days=6),
-                     Session.pain_during.is_not(None))
-              .group_by(Session.user_id))
-    for user_id, worst in (await db.execute(recent)):
-        if user_id in coach_of:
-            for row in bump(coach_of[user_id]):
-                row._pain.append(worst - baseline[user_id])
-
-    kujala = (select(Assessment.user_id, Assessment.score)
-              .where(Assessment.kind == "kujala", Assessment.score.is_not(None))
-              .order_by(Assessment.user_id, Assessment.id))
-    scores: dict[int, list[int]] = defaultdict(list)
-    for user_id, score in (await db.execute(kujala)):
-        scores[user_id].append(score)
-    for user_id, series in scores.items():
-        if len(series) > 1 and user_id in coach_of:
-            for row in bump(coach_of[user_id]):
-                row._kujala.append(series[-1] - series[0])
+    kujala = (select(_coach(User.coach_id), ProgramState.kujala_change, func.count())
+              .join(ProgramState, ProgramState.user_id == User.id)
+              .where(ProgramState.kujala_change.is_not(None))
+              .group_by(_coach(User.coach_id), ProgramState.kujala_change))
 
     net = func.sum(case((ProgressionEvent.action == "progress", 1),
                         (ProgressionEvent.action.in_(("regress", "restart")), -1), else_=0))
-    moves = select(ProgressionEvent.user_id, net).group_by(ProgressionEvent.user_id)
+    moves = select(ProgressionEvent.user_id, net.label("net")).group_by(ProgressionEvent.user_id)
     if since is not None:
         moves = moves.where(ProgressionEvent.day >= since)
-    moved = {user_id: total for user_id, total in await db.execute(moves)}
-    for user_id, group in coach_of.items():
-        for row in bump(group):
-            row._moves.append(int(moved.get(user_id) or 0))
+    moved = moves.subquery()
+    shares = (select(_coach(User.coach_id), func.count(),
+                     func.sum(case((moved.c.net > 0, 1), else_=0)),
+                     func.sum(case((moved.c.net < 0, 1), else_=0)))
+              .select_from(User).join(ProgramState, ProgramState.user_id == User.id)
+              .outerjoin(moved, moved.c.user_id == User.id).group_by(_coach(User.coach_id)))
+
+    by_patient, by_count, by_pain, by_kujala, by_move = await _read_all(
+        db, [patients, _counts(since), pain, kujala, shares])
+
+    groups: dict[str, Stats] = {}
+
+    def rows(coach_id: int) -> tuple[Stats, Stats]:
+        for name in (ALL, _group(coach_id)):
+            groups.setdefault(name, Stats(group=name))
+        return groups[ALL], groups[_group(coach_id)]
+
+    for coach_id, status, count, new in by_patient:
+        for row in rows(coach_id):
+            row.enrolled += count
+            row.new += new or 0
+            if status in ("active", "paused", "referred", "stopped"):
+                setattr(row, status, getattr(row, status) + count)
+    for coach_id, measure, count in by_count:
+        for row in rows(coach_id):
+            if measure == PROMPT:
+                row.prompts_sent += count
+            elif measure in SESSION_MEASURES:
+                setattr(row, measure, getattr(row, measure) + count)
+    for coach_id, change, count in by_pain:
+        for row in rows(coach_id):
+            row._pain[change] += count
+    for coach_id, change, count in by_kujala:
+        for row in rows(coach_id):
+            row._kujala[change] += count
+    for coach_id, count, up, down in by_move:
+        for row in rows(coach_id):
+            row._moves[0] += count
+            row._moves[1] += up or 0
+            row._moves[2] += down or 0
 
     for row in groups.values():
         prompted = row.done + row.partial + row.skipped + row.missed
         row.adherence = round((row.done + row.partial) / prompted, 3) if prompted else None
-        row.median_pain_change = median(row._pain) if row._pain else None
-        row.median_kujala_change = median(row._kujala) if row._kujala else None
-        if row._moves:
-            n = len(row._moves)
-            row.progressed = round(sum(m > 0 for m in row._moves) / n, 3)
-            row.regressed = round(sum(m < 0 for m in row._moves) / n, 3)
+        row.median_pain_change = _median(row._pain)
+        row.median_kujala_change = _median(row._kujala)
+        count, up, down = row._moves
+        if count:
+            row.progressed = round(up / count, 3)
+            row.regressed = round(down / count, 3)
             row.held = round(1 - row.progressed - row.regressed, 3)
-    if ALL not in groups:
-        groups[ALL].group = ALL
+    groups.setdefault(ALL, Stats(group=ALL))
     return [groups[ALL], *(groups[k] for k in sorted(groups) if k != ALL)]
+
+
+async def _read_all(db: DbSession, queries: list[Select[Any]]) -> list[list[Any]]:
+    """Run independent queries. On PostgreSQL at once, each over a connection of its own (a
+    snapshot each, a moment apart: fine for statistics), so the server works on them in
+    parallel, with room to aggregate 100,000 patients in memory; on SQLite one by one."""
+    engine = db.bind
+    if db.get_bind().dialect.name != "postgresql" or not isinstance(engine, AsyncEngine):
+        return [list(await db.execute(query)) for query in queries]
+
+    async def read(query: Select[Any]) -> list[Any]:
+        async with engine.connect() as connection:
+            await connection.execute(text("SET LOCAL work_mem = '64MB'"))
+            await connection.execute(text("SET LOCAL jit = off"))
+            return list(await connection.execute(query))
+
+    return list(await asyncio.gather(*(read(query) for query in queries)))
+
+
+def _median(histogram: Counter[int]) -> float | None:
+    """The median of the values counted, as statistics.median gives it."""
+    total = sum(histogram.values())
+    if not total:
+        return None
+
+    def at(position: int) -> int:  # the value at this position of the sorted values
+        seen = 0
+        for value in sorted(histogram):
+            seen += histogram[value]
+            if seen > position:
+                return value
+        raise IndexError(position)
+
+    middle = total // 2
+    return at(middle) if total % 2 else (at(middle - 1) + at(middle)) / 2
+
+
+def _counts(since: date | None) -> Select[Any]:
+    """(coach, measure, count) from the tallies and from the rows the tick has not folded in
+    yet (found through the partial indexes of the same condition)."""
+    folded = select(_tallies.c.coach_id, _tallies.c.measure, func.sum(_tallies.c.count))
+    sessions = select(_sessions.c.user_id, _sessions.c.status).where(UNTALLIED_SESSION)
+    prompts = select(_outbox.c.user_id).where(UNTALLIED_PROMPT)
+    if since is not None:
+        folded = folded.where(_tallies.c.day >= since)
+        sessions = sessions.where(_sessions.c.day >= since)
+        prompts = prompts.where(_outbox.c.sent_at >= datetime.combine(since, time(), tzinfo=UTC))
+    open_sessions, open_prompts = sessions.subquery(), prompts.subquery()
+    return (folded.group_by(_tallies.c.coach_id, _tallies.c.measure)
+            .union_all(
+                select(_coach(User.coach_id), open_sessions.c.status, func.count())
+                .select_from(open_sessions).join(User, User.id == open_sessions.c.user_id)
+                .group_by(_coach(User.coach_id), open_sessions.c.status),
+                select(_coach(User.coach_id), _PROMPT_SQL, func.count())
+                .select_from(open_prompts).join(User, User.id == open_prompts.c.user_id)
+                .group_by(_coach(User.coach_id))))
+
+
+async def fold(db: DbSession, limit: int) -> bool:
+    """Count up to `limit` final sessions and as many sent prompts into stat_tallies, each
+    once: the rows are marked with the coach they were counted for. On PostgreSQL concurrent
+    folds skip each other's rows. True when a batch was full (there may be more)."""
+    postgres = db.get_bind().dialect.name == "postgresql"
+    counts: Counter[tuple[date, int, str]] = Counter()
+    full = False
+    for table in (_sessions, _outbox):
+        batch = select(table.c.id).where(_UNTALLIED[table]).limit(limit)
+        if postgres:
+            batch = batch.with_for_update(skip_locked=True)
+        coach = _coach(select(User.coach_id).where(User.id == table.c.user_id)
+                       .scalar_subquery())
+        marked = (update(table).where(table.c.id.in_(batch)).values(tallied_coach=coach)
+                  .returning(table.c.day if table is _sessions else table.c.sent_at,
+                             table.c.tallied_coach,
+                             table.c.status if table is _sessions else _PROMPT_SQL))
+        found = (await db.execute(marked)).all()
+        full = full or len(found) == limit
+        for day, coach_id, measure in found:
+            counts[(day.date() if isinstance(day, datetime) else day, coach_id, measure)] += 1
+    await _add(db, counts)
+    return full
+
+
+async def untally(db: DbSession, user_id: int) -> None:
+    """Before a patient's rows are erased: take their counts out of the tallies. If they were
+    a coach, the counts kept under them move to "no coach", as their patients do."""
+    for table in (_sessions, _outbox):
+        # A write first: a fold counting these rows now finishes first (PostgreSQL's row
+        # locks) or cannot start (SQLite's write lock), so what is read below stays true.
+        await db.execute(update(table).where(table.c.user_id == user_id)
+                         .values(tallied_coach=table.c.tallied_coach))
+    counts: Counter[tuple[date, int, str]] = Counter()
+    for day, coach_id, status, count in await db.execute(
+            select(Session.day, Session.tallied_coach, Session.status, func.count())
+            .where(Session.user_id == user_id, Session.tallied_coach.is_not(None))
+            .group_by(Session.day, Session.tallied_coach, Session.status)):
+        counts[(day, coach_id, status)] -= count
+    for sent_at, coach_id in await db.execute(
+            select(Outbox.sent_at, Outbox.tallied_coach)
+            .where(Outbox.user_id == user_id, Outbox.tallied_coach.is_not(None))):
+        counts[(sent_at.date(), coach_id, PROMPT)] -= 1
+    kept = await db.execute(select(StatTally.day, StatTally.measure, StatTally.count)
+                            .where(StatTally.coach_id == user_id))
+    moved = False
+    for day, measure, count in kept:
+        own = counts.pop((day, user_id, measure), 0)  # their own sessions, if their own coach
+        counts[(day, NO_COACH, measure)] += count + own
+        moved = True
+    await _add(db, counts)
+    if moved:  # a full scan of the tallied rows: rare, as a coach's erasure is
+        await db.execute(_tallies.delete().where(_tallies.c.coach_id == user_id))
+        for table in (_sessions, _outbox):
+            await db.execute(update(table).where(table.c.tallied_coach == user_id)
+                             .values(tallied_coach=NO_COACH))
+
+
+async def _add(db: DbSession, counts: Counter[tuple[date, int, str]]) -> None:
+    """Add the counts to stat_tallies, in key order so concurrent writers lock the rows in
+    the same order (no deadlock)."""
+    rows = [{"day": day, "coach_id": coach_id, "measure": measure, "count": count}
+            for (day, coach_id, measure), count in sorted(counts.items()) if count]
+    if not rows:
+        return
+    insert = (pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert)(_tallies)
+    await db.execute(insert.on_conflict_do_update(
+        index_elements=["day", "coach_id", "measure"],
+        set_={"count": _tallies.c.count + insert.excluded.count}), rows)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from conftest import CLEAN_KUJALA, CLEAN_SCREEN, Patient, enrolled
 from conversations.chart import DaySession, Progress, render
 from conversations.clock import ManualClock
 from conversations.engine import Engine
+from storage import stats
 from storage.models import PERSONAL_TABLES, AuditLog, Outbox, User
 
 KUJALA_ANSWERS = CLEAN_SCREEN[16:29]
@@ -126,6 +127,10 @@ async def test_kujala_again_after_four_weeks_calls_out_a_meaningful_change(
     assert alerts == 0  # no coach, no alert
     await patient.send("/today")
     assert "Four weeks" not in patient.text
+    await enrolled(engine, "u2")  # one score only: no change yet
+    async with sessions() as db:
+        everyone = (await stats.compute(db, None, clock.now().date()))[0]
+    assert everyone.enrolled == 2 and everyone.median_kujala_change == 100 - CLEAN_KUJALA
 
 
 async def test_export_round_trips_every_row_and_no_other_users(

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from bot.scheduler import Scheduler
 from conftest import Patient, enrolled
 from conversations.clock import ManualClock
 from conversations.engine import Engine
 from conversations.messages import Inbound
 from conversations.program.data import Program
-from storage.models import AuditLog, Broadcast, Outbox, User
+from storage import dispatch, stats
+from storage.models import AuditLog, Broadcast, Outbox, StatTally, User
+from storage.repository import Repository
 
 ADMIN = ("console", "root")
 
@@ -261,3 +264,59 @@ async def test_stats_and_export(staff_engine: Engine,
     assert {(r["patient"], r["done"], r["skipped"]) for r in rows} == {
         (str((await _user(sessions, "p1")).id), "1", "0"),
         (str((await _user(sessions, "p2")).id), "0", "1")}
+
+
+async def test_statistics_read_the_same_once_tallied_and_forget_erased_people(
+        staff_engine: Engine, sessions: async_sessionmaker[DbSession], program: Program,
+        clock: ManualClock) -> None:
+    coach = await _coach(staff_engine)
+    p1, p2 = await _with_patients(staff_engine, coach, ["p1", "p2"])
+    await enrolled(staff_engine, "loner")
+    ticks = Scheduler(sessions, program, clock, grace=timedelta(minutes=180))
+    clock.set(datetime(2026, 1, 15, 7, 0, 30, tzinfo=UTC))  # everyone's 07:00 prompt
+    await ticks.tick()
+    async with sessions() as db, db.begin():
+        for row in await dispatch.claim_outbox(db, clock.now(), timedelta(minutes=1), 10,
+                                               ["console"]):
+            await dispatch.mark_sent(db, row, clock.now())
+    await p1.send("/today")
+    await p1.press("Done")
+    await p1.press("2")
+    await p2.send("/today")
+    await p2.press("Skipped")
+    today = clock.now().date()
+
+    async def figures() -> dict[str, tuple[int | None, ...]]:
+        async with sessions() as db:
+            rows = await stats.compute(db, today - timedelta(days=6), today)
+        return {r.group: (r.enrolled, r.prompts_sent, r.done, r.partial, r.skipped, r.missed)
+                for r in rows}
+
+    async def tallied() -> int:
+        async with sessions() as db:
+            return await db.scalar(select(func.coalesce(func.sum(StatTally.count), 0))) or 0
+
+    coach_id = (await _user(sessions, "coach")).id
+    live = await figures()  # read from the sessions and the outbox: nothing is tallied yet
+    assert await tallied() == 0
+    assert live == {"all": (3, 3, 1, 0, 1, 0), f"coach {coach_id}": (2, 2, 1, 0, 1, 0),
+                    "no coach": (1, 1, 0, 0, 0, 0)}
+    await ticks.tick()
+    assert await tallied() == 5  # 3 prompts, 1 done, 1 skipped
+    assert await figures() == live
+    await ticks.tick()  # counted once only
+    assert await tallied() == 5 and await figures() == live
+
+    async def erase(name: str) -> None:
+        user_id = (await _user(sessions, name)).id
+        async with sessions() as db, db.begin():
+            await Repository(db).erase_user(user_id)
+
+    await erase("p1")
+    assert await figures() == {"all": (2, 2, 0, 0, 1, 0), f"coach {coach_id}": (1, 1, 0, 0, 1, 0),
+                               "no coach": (1, 1, 0, 0, 0, 0)}
+    await erase("coach")  # what was counted under them goes to "no coach", as p2 does
+    assert await figures() == {"all": (2, 2, 0, 0, 1, 0), "no coach": (2, 2, 0, 0, 1, 0)}
+    await erase("p2")
+    assert await figures() == {"all": (1, 1, 0, 0, 0, 0), "no coach": (1, 1, 0, 0, 0, 0)}
+    assert await tallied() == 1

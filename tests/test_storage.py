@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
+from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import inspect, select
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-from conftest import Patient
+from conftest import Patient, enrolled
 from conversations.clock import ManualClock
 from conversations.engine import Engine
 from conversations.program.data import Program
-from storage.models import Base, ConversationState, User
+from storage import dispatch, stats
+from storage.db import create_engine, migrate, sessionmaker
+from storage.models import Base, ConversationState, StatTally, User
 from storage.repository import Repository, StaleState
 
 
@@ -87,3 +93,77 @@ async def test_two_processes_pressing_one_button_advance_once(
         state = await db.get(ConversationState, user.id)
         assert state is not None
         assert state.step == "redflag_2" and state.answers["redflags"] == ["no"]
+
+
+@given(st.lists(st.integers(min_value=-100, max_value=100), max_size=50))
+def test_the_median_from_counts_is_the_median_of_the_values(values: list[int]) -> None:
+    expected = statistics.median(values) if values else None
+    assert stats._median(Counter(values)) == expected
+
+
+async def test_the_upgrade_to_tallies_counts_what_was_there(database_url: str) -> None:
+    """A database from before the tallies (revision 0002) keeps its statistics: the upgrade
+    counts its sessions and sent prompts and works out each Kujala change."""
+    engine = create_engine(database_url)
+    await migrate(engine, "0002")
+    at = "'2026-01-15 07:00:00'"
+    person = ("INSERT INTO users (id, channel, channel_user_id, chat_id, display_name, role, "
+              "coach_id, status, unreachable, created_at) VALUES ({}, 'console', '{}', '{}', '', "
+              f"'{{}}', {{}}, 'active', false, {at})")
+    session = ("INSERT INTO sessions (user_id, day, level, status, morning_symptom) "
+               "VALUES ({}, '2026-01-{}', 1, '{}', false)")
+    prompt = ("INSERT INTO outbox (user_id, channel, chat_id, kind, payload, dedupe_key, status, "
+              f"attempts, not_before, created_at, sent_at) VALUES ({{}}, 'console', '{{}}', "
+              f"'prompt', '{{{{}}}}', 'prompt:{{}}', '{{}}', 1, {at}, {at}, {{}})")
+    kujala = ("INSERT INTO assessments (user_id, kind, answers, score, created_at) "
+              f"VALUES ({{}}, 'kujala', '{{{{}}}}', {{}}, {at})")
+    statements = [
+        person.format(1, "coach", "coach", "coach", "NULL"),
+        person.format(2, "p2", "p2", "patient", 1),
+        person.format(3, "p3", "p3", "patient", "NULL"),
+        *(f"INSERT INTO program_state (user_id, level, started_on, baseline_worst_pain, "
+          f"updated_at) VALUES ({u}, 1, '2026-01-14', 4, {at})" for u in (2, 3)),
+        session.format(2, 15, "done"), session.format(2, 16, "missed"),
+        session.format(2, 17, "prompted"), session.format(3, 15, "skipped"),
+        prompt.format(2, "p2", "2:15", "sent", at), prompt.format(3, "p3", "3:15", "sent", at),
+        prompt.format(2, "p2", "2:17", "pending", "NULL"),
+        kujala.format(2, 50), kujala.format(2, 65), kujala.format(3, 70),
+    ]
+    async with engine.begin() as connection:
+        for statement in statements:
+            await connection.execute(text(statement))
+    await migrate(engine)
+    async with sessionmaker(engine)() as db:
+        rows = await stats.compute(db, None, datetime(2026, 1, 17).date())
+        tallied = await db.scalar(select(func.sum(StatTally.count)))
+        assert not await stats.fold(db, 100)  # nothing left for the tick
+    await engine.dispose()
+    figures = {r.group: (r.prompts_sent, r.done, r.skipped, r.missed, r.median_kujala_change)
+               for r in rows}
+    assert figures == {"all": (2, 1, 1, 1, 15), "coach 1": (1, 1, 0, 1, 15),
+                       "no coach": (1, 0, 1, 0, None)}
+    assert tallied == 5  # read from the tallies, not live
+
+
+async def test_two_workers_folding_at_once_count_each_session_once(
+        engine: Engine, clock: ManualClock, sessions: async_sessionmaker[DbSession],
+        second_sessions: async_sessionmaker[DbSession]) -> None:
+    for n in range(20):
+        await enrolled(engine, f"p{n}")
+    today = clock.now().date()
+    async with sessions() as db, db.begin():
+        patients = list(await db.scalars(select(User.id)))
+        await dispatch.add_sessions(db, {today - timedelta(days=d): patients for d in range(1, 11)},
+                                    "missed", clock.now())
+
+    async def worker(maker: async_sessionmaker[DbSession]) -> None:
+        while True:  # small batches, so the two interleave
+            async with maker() as db, db.begin():
+                if not await stats.fold(db, 7):
+                    return
+
+    await asyncio.gather(worker(sessions), worker(second_sessions))
+    async with sessions() as db:
+        counted = await db.scalar(select(func.sum(StatTally.count))
+                                  .where(StatTally.measure == "missed"))
+    assert counted == 20 * 10

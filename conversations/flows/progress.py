@@ -122,6 +122,9 @@ async def finish(ctx: Ctx, value: str) -> str | None:
                             answers={"answers": ctx.answers["kujala"]}, score=score,
                             created_at=ctx.now))
     change = score - first.score if first is not None and first.score is not None else 0
+    program = await ctx.repo.program(ctx.user.id)
+    if program is not None and first is not None and first.score is not None:
+        program.kujala_change = change  # kept with the enrolment for the statistics
     if change >= KUJALA_MEANINGFUL:
         ctx.say(f"Your knee score is {score}/100, up {change} points since you started: a "
                 "real, meaningful improvement. Well done.")
