@@ -101,33 +101,44 @@ def test_the_median_from_counts_is_the_median_of_the_values(values: list[int]) -
     assert stats._median(Counter(values)) == expected
 
 
+def _insert(table: str, **values: object) -> str:
+    """An INSERT with its values written in: rows for an older schema than the models'."""
+    def sql(value: object) -> str:
+        if value is None:
+            return "NULL"
+        if isinstance(value, bool | int):
+            return str(value).lower()
+        return "'" + str(value).replace("'", "''") + "'"
+
+    return (f"INSERT INTO {table} ({', '.join(values)}) "
+            f"VALUES ({', '.join(sql(v) for v in values.values())})")
+
+
 async def test_the_upgrade_to_tallies_counts_what_was_there(database_url: str) -> None:
     """A database from before the tallies (revision 0002) keeps its statistics: the upgrade
     counts its sessions and sent prompts and works out each Kujala change."""
     engine = create_engine(database_url)
     await migrate(engine, "0002")
-    at = "'2026-01-15 07:00:00'"
-    person = ("INSERT INTO users (id, channel, channel_user_id, chat_id, display_name, role, "
-              "coach_id, status, unreachable, created_at) VALUES ({}, 'console', '{}', '{}', '', "
-              f"'{{}}', {{}}, 'active', false, {at})")
-    session = ("INSERT INTO sessions (user_id, day, level, status, morning_symptom) "
-               "VALUES ({}, '2026-01-{}', 1, '{}', false)")
-    prompt = ("INSERT INTO outbox (user_id, channel, chat_id, kind, payload, dedupe_key, status, "
-              f"attempts, not_before, created_at, sent_at) VALUES ({{}}, 'console', '{{}}', "
-              f"'prompt', '{{{{}}}}', 'prompt:{{}}', '{{}}', 1, {at}, {at}, {{}})")
-    kujala = ("INSERT INTO assessments (user_id, kind, answers, score, created_at) "
-              f"VALUES ({{}}, 'kujala', '{{{{}}}}', {{}}, {at})")
+    at = "2026-01-15 07:00:00"
     statements = [
-        person.format(1, "coach", "coach", "coach", "NULL"),
-        person.format(2, "p2", "p2", "patient", 1),
-        person.format(3, "p3", "p3", "patient", "NULL"),
-        *(f"INSERT INTO program_state (user_id, level, started_on, baseline_worst_pain, "
-          f"updated_at) VALUES ({u}, 1, '2026-01-14', 4, {at})" for u in (2, 3)),
-        session.format(2, 15, "done"), session.format(2, 16, "missed"),
-        session.format(2, 17, "prompted"), session.format(3, 15, "skipped"),
-        prompt.format(2, "p2", "2:15", "sent", at), prompt.format(3, "p3", "3:15", "sent", at),
-        prompt.format(2, "p2", "2:17", "pending", "NULL"),
-        kujala.format(2, 50), kujala.format(2, 65), kujala.format(3, 70),
+        *(_insert("users", id=uid, channel="console", channel_user_id=name, chat_id=name,
+                  display_name="", role=role, coach_id=coach, status="active",
+                  unreachable=False, created_at=at)
+          for uid, name, role, coach in ((1, "coach", "coach", None), (2, "p2", "patient", 1),
+                                         (3, "p3", "patient", None))),
+        *(_insert("program_state", user_id=uid, level=1, started_on="2026-01-14",
+                  baseline_worst_pain=4, updated_at=at) for uid in (2, 3)),
+        *(_insert("sessions", user_id=uid, day=day, level=1, status=status,
+                  morning_symptom=False)
+          for uid, day, status in ((2, "2026-01-15", "done"), (2, "2026-01-16", "missed"),
+                                   (2, "2026-01-17", "prompted"), (3, "2026-01-15", "skipped"))),
+        *(_insert("outbox", user_id=uid, channel="console", chat_id=f"p{uid}", kind="prompt",
+                  payload="{}", dedupe_key=key, status=status, attempts=1, not_before=at,
+                  created_at=at, sent_at=at if status == "sent" else None)
+          for uid, key, status in ((2, "2:15", "sent"), (3, "3:15", "sent"),
+                                   (2, "2:17", "pending"))),
+        *(_insert("assessments", user_id=uid, kind="kujala", answers="{}", score=score,
+                  created_at=at) for uid, score in ((2, 50), (2, 65), (3, 70))),
     ]
     async with engine.begin() as connection:
         for statement in statements:
