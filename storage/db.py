@@ -7,7 +7,11 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import Table, event
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -17,6 +21,15 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
+
+
+def is_postgres(db: DbSession) -> bool:
+    return db.get_bind().dialect.name == "postgresql"
+
+
+def upsert(db: DbSession, table: Table | type) -> PgInsert | SqliteInsert:
+    """An INSERT with ON CONFLICT clauses, in the dialect of the session's database."""
+    return (pg_insert if is_postgres(db) else sqlite_insert)(table)
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:

@@ -40,10 +40,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from storage.db import is_postgres, upsert
 from storage.models import Broadcast, Outbox, ProgramState, Session, User, UTCDateTime
 
 _program = ProgramState.__table__
@@ -118,15 +117,11 @@ class Claimed:
     lease_until: datetime
 
 
-def _postgres(db: DbSession) -> bool:
-    return db.get_bind().dialect.name == "postgresql"
-
-
 def _among(db: DbSession, column: Any, ids: Collection[int]) -> Any:
     """`column IN ids` as a single parameter however many ids (building an IN list of
     thousands of parameters costs more than running it): an array on PostgreSQL, a JSON
     array unpacked by json_each on SQLite."""
-    if _postgres(db):
+    if is_postgres(db):
         return column == any_(literal(list(ids), ARRAY(BigInteger())))
     return column.in_(select(literal_column("value"))
                       .select_from(func.json_each(json.dumps(list(ids)))))
@@ -142,7 +137,7 @@ _CHECK_COLUMNS = (_program.c.user_id, _users.c.channel, _users.c.chat_id, _users
 
 def _due_prompts(db: DbSession, now: datetime) -> Select[Any]:
     active = _users.c.status == "active"
-    if not _postgres(db):  # else SQLite's planner walks every active user by the status index
+    if not is_postgres(db):  # else SQLite's planner walks every active user by the status index
         active = func.likely(active)
     return (select(*_PROMPT_COLUMNS)
             .join(_users, _users.c.id == _program.c.user_id)
@@ -157,7 +152,7 @@ def _due_checks(now: datetime) -> Select[Any]:
 
 async def _claim_enrolments(db: DbSession, due: Select[Any], order: Any, now: datetime,
                             limit: int) -> Sequence[Any]:
-    if _postgres(db):
+    if is_postgres(db):
         locked = due.order_by(order).limit(limit).with_for_update(skip_locked=True,
                                                                    of=_program)
         return (await db.execute(locked)).all()
@@ -270,7 +265,6 @@ async def add_sessions(db: DbSession, by_day: Mapping[date, Collection[int]], st
     that has one already keeps it (the patient may have opened or reported that day's session
     on their own). Written with INSERT ... SELECT, a statement per day, not per patient.
     Returns user_id -> id of each session inserted."""
-    insert = pg_insert if _postgres(db) else sqlite_insert
     prompted_at = literal(now if status == "prompted" else None, UTCDateTime())
     added: dict[int, int] = {}
     for day, user_ids in by_day.items():
@@ -278,7 +272,7 @@ async def add_sessions(db: DbSession, by_day: Mapping[date, Collection[int]], st
                        literal(status, String()), false(), prompted_at)
                 .where(_among(db, _program.c.user_id, user_ids)))
         result = await db.execute(
-            insert(_sessions)
+            upsert(db, _sessions)
             .from_select(["user_id", "day", "level", "status", "morning_symptom",
                           "prompted_at"], rows)
             .on_conflict_do_nothing(index_elements=["user_id", "day"])
@@ -372,7 +366,7 @@ async def enqueue_many(db: DbSession, rows: Sequence[Mapping[str, Any]], now: da
     # it, rather than bound and converted once per row.
     at = literal_column(str(literal(now, UTCDateTime()).compile(
         dialect=db.get_bind().dialect, compile_kwargs={"literal_binds": True})))
-    insert = (pg_insert if _postgres(db) else sqlite_insert)(_outbox).values(
+    insert = upsert(db, _outbox).values(
         payload=bindparam("payload", type_=_JSONText()), status="pending", attempts=0,
         not_before=at, created_at=at)
     await db.execute(insert.on_conflict_do_nothing(index_elements=["dedupe_key"]), list(rows))
@@ -392,7 +386,7 @@ async def claim_outbox(db: DbSession, now: datetime, lease: timedelta, limit: in
                   or_(_outbox.c.lease_until.is_(None), _outbox.c.lease_until < now),
                   _outbox.c.channel.in_(channels))
            .order_by(_outbox.c.not_before, _outbox.c.id).limit(limit))
-    if _postgres(db):
+    if is_postgres(db):
         due = due.with_for_update(skip_locked=True)
     rows = (await db.execute(
         update(_outbox).where(_outbox.c.id.in_(due.scalar_subquery()))

@@ -6,12 +6,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from storage import stats
+from storage.db import upsert
 from storage.models import (
     PERSONAL_TABLES,
     Assessment,
@@ -41,9 +40,8 @@ class Repository:
     async def first_delivery(self, channel: str, update_id: str, now: datetime) -> bool:
         """Record an update id; False if it was handled before (a redelivery). One statement
         on both databases: this runs for every message anyone sends."""
-        insert = (sqlite_insert if self.db.bind.dialect.name == "sqlite" else postgresql_insert)
         result = await self.db.execute(
-            insert(ProcessedUpdate).values(channel=channel, update_id=update_id, at=now)
+            upsert(self.db, ProcessedUpdate).values(channel=channel, update_id=update_id, at=now)
             .on_conflict_do_nothing(index_elements=["channel", "update_id"]))
         return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -13,11 +13,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import Select, case, func, literal_column, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from storage.db import is_postgres, upsert
 from storage.models import (
     UNTALLIED_PROMPT,
     UNTALLIED_SESSION,
@@ -168,7 +167,7 @@ async def _read_all(db: DbSession, queries: list[Select[Any]]) -> list[list[Any]
     snapshot each, a moment apart: fine for statistics), so the server works on them in
     parallel, with room to aggregate 100,000 patients in memory; on SQLite one by one."""
     engine = db.bind
-    if db.get_bind().dialect.name != "postgresql" or not isinstance(engine, AsyncEngine):
+    if not is_postgres(db) or not isinstance(engine, AsyncEngine):
         return [list(await db.execute(query)) for query in queries]
 
     async def read(query: Select[Any]) -> list[Any]:
@@ -223,12 +222,11 @@ async def fold(db: DbSession, limit: int) -> bool:
     """Count up to `limit` final sessions and as many sent prompts into stat_tallies, each
     once: the rows are marked with the coach they were counted for. On PostgreSQL concurrent
     folds skip each other's rows. True when a batch was full (there may be more)."""
-    postgres = db.get_bind().dialect.name == "postgresql"
     counts: Counter[tuple[date, int, str]] = Counter()
     full = False
     for table in (_sessions, _outbox):
         batch = select(table.c.id).where(_UNTALLIED[table]).limit(limit)
-        if postgres:
+        if is_postgres(db):
             batch = batch.with_for_update(skip_locked=True)
         coach = _coach(select(User.coach_id).where(User.id == table.c.user_id)
                        .scalar_subquery())
@@ -284,7 +282,7 @@ async def _add(db: DbSession, counts: Counter[tuple[date, int, str]]) -> None:
             for (day, coach_id, measure), count in sorted(counts.items()) if count]
     if not rows:
         return
-    insert = (pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert)(_tallies)
+    insert = upsert(db, _tallies)
     await db.execute(insert.on_conflict_do_update(
         index_elements=["day", "coach_id", "measure"],
         set_={"count": _tallies.c.count + insert.excluded.count}), rows)
