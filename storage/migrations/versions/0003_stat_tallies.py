@@ -1,5 +1,6 @@
-"""statistics tallies: adherence counts per day and coach, and each enrolment's Kujala
-change, filled from what exists
+"""statistics tallies per day and coach, and each enrolment's Kujala change
+
+Both are filled from what exists, as the tick and the Kujala follow-up keep them afterwards.
 
 Revision ID: 0003
 Revises: 0002
