@@ -6,6 +6,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from conversations.numbers import whole
+
 Channel = Literal["console", "telegram", "slack"]
 
 # Telegram's callback_data limit; Slack's button value limit (2000) is larger.
@@ -113,9 +115,10 @@ class ButtonToken(BaseModel):
         if len(token.encode()) > MAX_TOKEN_BYTES:
             return None
         parts = token.split("|")
-        if len(parts) != 3 or not parts[1].isdigit():
+        ref = whole(parts[1]) if len(parts) == 3 else None
+        if ref is None:
             return None
         try:
-            return cls(step=parts[0], ref=int(parts[1]), value=parts[2])
+            return cls(step=parts[0], ref=ref, value=parts[2])
         except ValidationError:
             return None

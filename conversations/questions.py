@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from conversations.messages import Button, ButtonToken
+from conversations.numbers import whole
 
 Parser = Callable[[str], str | None]
 
@@ -72,9 +72,8 @@ def yes_no(text: str, *extra: str) -> Question:
 
 def parse_pain(text: str) -> str | None:
     """A whole number 0-10 and nothing else: "7.5", "-1", "11", "seven" are not answers."""
-    if re.fullmatch(r"\d{1,2}", text) and int(text) <= 10:
-        return str(int(text))
-    return None
+    pain = whole(text, 0, 10, max_digits=2)
+    return None if pain is None else str(pain)
 
 
 PAIN_HINT = "Please send a whole number from 0 (no pain) to 10 (worst imaginable)."
@@ -98,7 +97,6 @@ def choices(text: str, options: list[tuple[str, str]], hint: str | None = None,
 def _by_number(options: tuple[Choice, ...]) -> Parser:
     """Typed "2" picks the second option where the labels are not numbers themselves."""
     def pick(text: str) -> str | None:
-        if text.isdigit() and 1 <= int(text) <= len(options):
-            return options[int(text) - 1].value
-        return None
+        number = whole(text, 1, len(options))
+        return None if number is None else options[number - 1].value
     return pick

@@ -8,9 +8,12 @@ from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from conversations.numbers import whole
+
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_OFFSET = re.compile(r"^(?:utc|gmt)?\s*([+-])\s*(\d{1,2})(?::?(\d{2}))?$")
-_TIME = re.compile(r"^(\d{1,2})(?:[:.h](\d{2}))?\s*(am|pm)?$")
+# re.ASCII: \d is 0-9 only, as everywhere numbers are read (conversations/numbers.py).
+_OFFSET = re.compile(r"^(?:utc|gmt)?\s*([+-])\s*(\d{1,2})(?::?(\d{2}))?$", re.ASCII)
+_TIME = re.compile(r"^(\d{1,2})(?:[:.h](\d{2}))?\s*(am|pm)?$", re.ASCII)
 
 
 @cache
@@ -83,8 +86,8 @@ def parse_days(text: str) -> str | None:
     for word in re.split(r"[\s,;/&]+|\band\b", cleaned):
         if not word:
             continue
-        if word.isdigit() and len(word) == 1 and 1 <= int(word) <= 7:
-            days.add(int(word))
+        if (day := whole(word, 1, 7, max_digits=1)) is not None:
+            days.add(day)
         elif len(word) >= 3 and any(name.startswith(word[:3]) for name in DAY_NAMES):
             days.add(next(i for i, n in enumerate(DAY_NAMES, 1) if n == word[:3]))
         else:

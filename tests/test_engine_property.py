@@ -22,13 +22,22 @@ from storage.repository import Repository
 
 STATUSES = {"pending", "onboarding", "active", "paused", "referred", "stopped", "staff"}
 USERS = 3
+# All of Unicode (surrogates included: a channel can hand them over), weighted towards the
+# characters that look like digits to str.isdigit() but are not to int().
+ANY_CHAR = st.one_of(st.characters(codec=None, exclude_categories=()),
+                     st.sampled_from("²³¹⑦⓪٣３𝟕⁰0123456789|"))
+any_text = st.text(ANY_CHAR, max_size=30)
 
 event = st.one_of(
     st.tuples(st.just("command"), st.sampled_from([*COMMANDS, "start", "frob"])),
     st.tuples(st.just("text"), st.sampled_from([*CLEAN_SCREEN, "DELETE", "yes", "11", ""])),
-    st.tuples(st.just("text"), st.text(max_size=30)),
+    st.tuples(st.just("text"), any_text),
+    st.tuples(st.just("command"), any_text.map(lambda t: t.replace(" ", "") or "x")),
     st.tuples(st.just("press"), st.integers(min_value=0, max_value=12)),
-    st.tuples(st.just("forged"), st.text(max_size=70)),
+    st.tuples(st.just("forged"), st.text(ANY_CHAR, max_size=70)),
+    st.tuples(st.just("forged"), st.tuples(
+        st.sampled_from([*FLOWS["onboarding"], "prompt", "check"]), any_text, any_text)
+        .map("|".join)),
     st.tuples(st.just("wait"), st.integers(min_value=1, max_value=30)),
 )
 

@@ -10,6 +10,7 @@ from typing import TextIO
 
 from conversations.engine import Engine
 from conversations.messages import Button, Inbound, Outbound
+from conversations.numbers import is_whole, whole
 
 
 class ConsoleChannel:
@@ -53,10 +54,10 @@ class ConsoleChannel:
         for button in self._buttons:
             if typed.lower() == button.label.lower():
                 return button
-        numeric_labels = any(b.label.isdigit() for b in self._buttons)
-        if typed.isdigit() and not numeric_labels and 1 <= int(typed) <= len(self._buttons):
-            return self._buttons[int(typed) - 1]
-        return None
+        if any(is_whole(b.label) for b in self._buttons):
+            return None  # "3" is the button labelled 3, matched above
+        number = whole(typed, 1, len(self._buttons))
+        return None if number is None else self._buttons[number - 1]
 
     def render(self, outbound: Outbound) -> None:
         if outbound.edit_message_id is not None:
@@ -64,7 +65,7 @@ class ConsoleChannel:
         self._write(outbound.text)
         self._buttons = [b for row in outbound.buttons for b in row]
         if self._buttons:
-            numeric = any(b.label.isdigit() for b in self._buttons)
+            numeric = any(is_whole(b.label) for b in self._buttons)
             shown = ("  ".join(b.label for b in self._buttons) if numeric else
                      "  ".join(f"[{i}] {b.label}" for i, b in enumerate(self._buttons, 1)))
             self._write(shown)

@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 
 from conversations.flow import Ctx, Flow, Step
 from conversations.messages import Document, Outbound
+from conversations.numbers import whole
 from conversations.questions import Question, choices
 from conversations.schedule import local_datetime, zone
 from storage.models import Broadcast, User
@@ -144,7 +145,7 @@ async def find_user(ctx: Ctx, ident: str) -> User | None:
 # --- the patient list ------------------------------------------------------------------------
 async def patients(ctx: Ctx) -> None:
     args = ctx.inbound.args
-    page = int(args[0]) if args and args[0].isdigit() and 0 < int(args[0]) < 10**6 else 1
+    page = (whole(args[0], 1, 10**6 - 1) if args else None) or 1
     everyone = await ctx.repo.patients_of(ctx.user.id)
     if not everyone:
         ctx.say("You have no patients yet. /invite makes a code for them.")
@@ -245,7 +246,7 @@ async def answer_broadcast_confirm(ctx: Ctx, value: str) -> str | None:
 
 def _parse_when(text: str) -> str | None:
     text = " ".join(text.split())
-    return text if re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{1,2}:\d{2}", text) else None
+    return text if re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{1,2}:\d{2}", text, re.ASCII) else None
 
 
 def ask_broadcast_when(ctx: Ctx) -> Question:
