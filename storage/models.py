@@ -197,6 +197,9 @@ class Outbox(Base):
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
     user_id: Mapped[int | None] = mapped_column(ID, _user_fk(), index=True)
+    # Whom a message to someone else is about (a coach's alert about a patient): erasing
+    # that patient erases it too.
+    about_id: Mapped[int | None] = mapped_column(ID, _user_fk(), index=True)
     channel: Mapped[str] = mapped_column(String(16))
     chat_id: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))  # prompt, check, alert, broadcast, reply

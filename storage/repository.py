@@ -109,10 +109,24 @@ class Repository:
         return expected + 1
 
     async def erase_user(self, user_id: int) -> None:
+        """Every trace of the user: their rows, messages about them queued for others (a
+        coach's alerts), and audit entries naming them as actor or target. The caller adds
+        the one audit entry that says an erasure happened, without an id."""
+        user = await self.db.get(User, user_id)
+        if user is None:
+            return
+        ident = f"{user.channel}:{user.channel_user_id}"
         await stats.untally(self.db, user_id)
+        await self.db.execute(delete(Outbox).where(Outbox.about_id == user_id))
+        await self.db.execute(delete(AuditLog).where(AuditLog.actor == ident))
+        # Only role changes name a target; JSON is not queried alike on both databases.
+        for entry in (await self.db.scalars(select(AuditLog).where(
+                AuditLog.action.in_(("grant_coach", "revoke_coach"))))).all():
+            if entry.detail.get("target") == ident:
+                await self.db.delete(entry)
+        await self.db.execute(update(User).where(User.coach_id == user_id).values(coach_id=None))
         for model, column in PERSONAL_TABLES:
             await self.db.execute(delete(model).where(getattr(model, column) == user_id))
-        await self.db.execute(update(User).where(User.coach_id == user_id).values(coach_id=None))
 
     async def export_user(self, user_id: int) -> dict[str, list[dict[str, Any]]]:
         """Every row about the user, table by table, as plain JSON-able values."""
@@ -237,12 +251,13 @@ class Repository:
         message = {"channel": coach.channel, "chat_id": coach.chat_id,
                    "text": f"Alert about {name}: {text}"}
         await self.enqueue(user_id=coach.id, channel=coach.channel, chat_id=coach.chat_id,
-                           kind="alert", payload=message, now=now, dedupe_key=dedupe_key)
+                           kind="alert", payload=message, now=now, dedupe_key=dedupe_key,
+                           about_id=patient.id)
 
     async def enqueue(self, *, user_id: int | None, channel: str, chat_id: str, kind: str,
                       payload: dict[str, Any], now: datetime, dedupe_key: str | None = None,
-                      broadcast_id: int | None = None, not_before: datetime | None = None
-                      ) -> bool:
+                      broadcast_id: int | None = None, not_before: datetime | None = None,
+                      about_id: int | None = None) -> bool:
         """Queue a message for the sender; False if one with this dedupe key already exists."""
         if dedupe_key is not None and await self.db.scalar(
                 select(Outbox.id).where(Outbox.dedupe_key == dedupe_key)):
@@ -250,7 +265,7 @@ class Repository:
         self.db.add(Outbox(user_id=user_id, channel=channel, chat_id=chat_id, kind=kind,
                            payload=payload, dedupe_key=dedupe_key, status="pending",
                            attempts=0, not_before=not_before or now, created_at=now,
-                           broadcast_id=broadcast_id))
+                           broadcast_id=broadcast_id, about_id=about_id))
         await self.db.flush()
         return True
 

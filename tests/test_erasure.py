@@ -1,0 +1,71 @@
+"""Erasure leaves no trace of the patient in any table: not their rows, not the alerts about
+them queued for their coach, not audit entries naming them. Only an erasure event, no id."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from conftest import Patient, enrolled
+from conversations.clock import ManualClock
+from conversations.engine import Engine
+from conversations.program.data import Program
+from storage.models import AuditLog, Base, Outbox
+
+ADMIN = ("console", "root")
+
+
+@pytest.fixture
+def staff_engine(sessions: async_sessionmaker[DbSession], program: Program,
+                 clock: ManualClock) -> Engine:
+    return Engine(sessions, program, clock, admins=frozenset({ADMIN}))
+
+
+async def every_row(sessions: async_sessionmaker[DbSession]) -> dict[str, list[str]]:
+    """Every row of every table, as text, table by table."""
+    async with sessions() as db:
+        out: dict[str, list[str]] = {}
+        for table in Base.metadata.sorted_tables:
+            rows = (await db.execute(select(table))).all()
+            out[table.name] = [repr(tuple(row)) for row in rows]
+        return out
+
+
+async def test_delete_leaves_no_trace_in_any_table(
+        staff_engine: Engine, sessions: async_sessionmaker[DbSession]) -> None:
+    coach = Patient(staff_engine, "coach")
+    await coach.send("/start")
+    admin = Patient(staff_engine, ADMIN[1])
+    await admin.send("/grant coach console:coach")
+    await coach.send("/invite")
+    code = coach.text.split("Invite code: ")[1].split(" ")[0]
+    zed = await enrolled(staff_engine, "zed2301")
+    await zed.send(f"/join {code}")
+    await zed.send("/pain")
+    await zed.send("9")  # a spike: referred, and the coach alerted about "Name of zed2301"
+    await zed.send("/resume")
+    await zed.press("Yes")  # audit: resume_after_referral
+    await zed.send("/mydata")  # audit: export
+    await zed.send("/invite")  # audit: refused
+    await admin.send("/grant coach console:zed2301")  # audit: grant_coach, target zed
+    await admin.send("/revoke coach console:zed2301")
+    before = await every_row(sessions)
+    assert any("Name of zed2301" in row for row in before["outbox"])
+    assert sum("console:zed2301" in row for row in before["audit_log"]) >= 5
+
+    await zed.send("/delete")
+    await zed.send("DELETE")
+    assert "everything I held about you is erased" in zed.text
+
+    after = await every_row(sessions)
+    for table, rows in after.items():
+        for row in rows:
+            assert "zed2301" not in row, (table, row)
+    async with sessions() as db:
+        kept = (await db.scalars(select(AuditLog).where(AuditLog.action == "erasure"))).all()
+        coach_rows = (await db.scalars(select(Outbox))).all()
+    assert [(a.actor, a.detail) for a in kept] == [("patient", {"channel": "console"})]
+    # The coach's own messages (their role note) stay; only those about zed are gone.
+    assert coach_rows and all("zed2301" not in repr(r.payload) for r in coach_rows)
