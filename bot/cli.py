@@ -19,7 +19,7 @@ from bot.delivery import Deliverer
 from bot.settings import Settings, SettingsError, load_settings
 from conversations.clock import SystemClock
 from conversations.engine import Engine
-from conversations.flows.staff import PERIODS, render
+from conversations.flows.staff import PERIODS, render, set_coach
 from conversations.program.data import Program, ProgramError, load_program
 from storage.db import create_engine, is_sqlite, migrate, sessionmaker
 from storage.repository import Repository
@@ -160,12 +160,8 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> int:
                 repo.audit("command line", "erasure", now, channel=channel)
                 print(f"kneecoach: erased everything held about {args.user}")
                 return 0
-            user.role = "coach" if args.command == "grant" else "patient"
-            if args.command == "grant" and user.status == "pending":
-                user.status = "staff"
-            repo.audit("command line", f"{args.command}_coach", now, target=args.user)
-            print(f"kneecoach: {args.user} is "
-                  f"{'now a coach' if args.command == 'grant' else 'no longer a coach'}")
+            said = await set_coach(repo, user, args.command == "grant", "command line", now)
+            print(f"kneecoach: {said}")
             return 0
     finally:
         await database.dispose()

@@ -226,6 +226,18 @@ class Repository:
     async def invite(self, code: str) -> Invite | None:
         return await self.db.get(Invite, code)
 
+    async def detach_patients(self, coach_id: int) -> list[User]:
+        """Take a former coach's access away: their patients (returned) are left without a
+        coach, their invite codes are voided, and alerts not yet sent to them are dropped."""
+        patients = await self.patients_of(coach_id)
+        for patient in patients:
+            patient.coach_id = None
+        await self.db.execute(update(Invite).where(Invite.coach_id == coach_id)
+                              .values(revoked=True))
+        await self.db.execute(delete(Outbox).where(
+            Outbox.user_id == coach_id, Outbox.kind == "alert", Outbox.status == "pending"))
+        return patients
+
     async def sessions_of(self, user_ids: list[int], since: date) -> list[Session]:
         if not user_ids:
             return []

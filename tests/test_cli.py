@@ -120,3 +120,18 @@ def test_a_channel_without_its_credentials_says_which_and_exits_2(
         tmp_path: Path, channel: str, env: dict[str, str], missing: str) -> None:
     result = kneecoach("run", "--channel", channel, env=env, cwd=tmp_path)
     assert result.returncode == 2 and missing in result.stderr
+
+
+def test_command_line_revoke_detaches_the_patients_as_the_chat_does(tmp_path: Path) -> None:
+    assert kneecoach("run", "--user", "bob", stdin="/start\n", cwd=tmp_path).returncode == 0
+    assert kneecoach("grant", "coach", "console:bob", cwd=tmp_path).returncode == 0
+    invite = kneecoach("run", "--user", "bob", stdin="/invite\n", cwd=tmp_path).stdout
+    code = invite.split("Invite code: ")[1].split(" ")[0]
+    lines = ["/start", *CLEAN_SCREEN, f"/join {code}"]
+    joined = kneecoach("run", "--user", "alice", stdin="\n".join(lines) + "\n", cwd=tmp_path)
+    assert "now connected" in joined.stdout
+    revoked = kneecoach("revoke", "coach", "console:bob", cwd=tmp_path)
+    assert revoked.returncode == 0
+    assert "1 patient is now without a coach: console:alice" in revoked.stdout
+    again = kneecoach("run", "--user", "carol", stdin="\n".join(lines) + "\n", cwd=tmp_path)
+    assert "unknown, revoked or expired" in again.stdout

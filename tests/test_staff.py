@@ -320,3 +320,37 @@ async def test_statistics_read_the_same_once_tallied_and_forget_erased_people(
     await erase("p2")
     assert await figures() == {"all": (1, 1, 0, 0, 0, 0), "no coach": (1, 1, 0, 0, 0, 0)}
     assert await tallied() == 1
+
+
+async def test_revoke_takes_every_access_away(
+        staff_engine: Engine, sessions: async_sessionmaker[DbSession]) -> None:
+    coach = await _coach(staff_engine)
+    code = await _invite_code(coach)
+    spare = await _invite_code(coach)
+    patients = [await enrolled(staff_engine, name) for name in ("p1", "p2")]
+    for patient in patients:
+        await patient.send(f"/join {code}")
+    await patients[0].send("/pain")
+    await patients[0].send("9")  # an alert for the coach, not yet sent
+    admin = Patient(staff_engine, ADMIN[1])
+    await admin.send("/revoke coach console:coach")
+    assert "no longer a coach" in admin.text
+    assert "2 patients are now without a coach: console:p1, console:p2" in admin.text
+    assert [(await _user(sessions, p.user_id)).coach_id for p in patients] == [None, None]
+    coach_id = (await _user(sessions, "coach")).id
+    async with sessions() as db:
+        told = (await db.scalars(select(Outbox.payload).where(
+            Outbox.kind == "reply", Outbox.user_id != coach_id))).all()
+        alerts = (await db.scalars(select(Outbox).filter_by(user_id=coach_id, kind="alert"))
+                  ).all()
+    assert sum("Your coach is no longer on kneecoach" in t["text"] for t in told) == 2
+    assert alerts == []
+    await patients[1].send("/pain")
+    await patients[1].send("9")  # no coach now: no alert for anyone
+    newcomer = await enrolled(staff_engine, "p3")
+    await newcomer.send(f"/join {spare}")
+    assert "unknown, revoked or expired" in newcomer.text
+    await coach.send("/patients")
+    assert "only for coaches" in coach.text
+    async with sessions() as db:
+        assert (await db.scalars(select(Outbox).filter_by(kind="alert"))).all() == []

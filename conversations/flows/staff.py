@@ -19,6 +19,7 @@ from conversations.numbers import whole
 from conversations.questions import Question, choices
 from conversations.schedule import local_datetime, zone
 from storage.models import Broadcast, User
+from storage.repository import Repository
 from storage.stats import Stats, compute, weekly_rows
 
 log = logging.getLogger(__name__)
@@ -120,17 +121,39 @@ async def grant(ctx: Ctx, give: bool) -> None:
         ctx.say(f"I know nobody with the id {args[1][:64]}. They must send /start to the bot "
                 "first.")
         return
+    ctx.say(await set_coach(ctx.repo, target, give, who(ctx.user), ctx.now))
+
+
+async def set_coach(repo: Repository, target: User, give: bool, actor: str, now: datetime
+                    ) -> str:
+    """The one rule for granting and revoking the coach role, from a chat or the command
+    line; returns what to tell the admin. A revoke takes all access away: the patients are
+    detached and told, the invite codes void, the unsent alerts dropped."""
+    verb = "grant" if give else "revoke"
     target.role = "coach" if give else "patient"
     if give and target.status == "pending":
         target.status = "staff"  # a coach needs no patient consent to use coach commands
-    ctx.repo.audit(who(ctx.user), f"{verb}_coach", ctx.now, target=who(target))
-    ctx.say(f"{who(target)} is {'now a coach' if give else 'no longer a coach'}.")
+    detached = [] if give else await repo.detach_patients(target.id)
+    repo.audit(actor, f"{verb}_coach", now, target=who(target), detached=len(detached))
     note = ("You are now a coach on kneecoach: /invite, /broadcast, /patients." if give
             else "You are no longer a coach on kneecoach.")
-    await ctx.repo.enqueue(
-        user_id=target.id, channel=target.channel, chat_id=target.chat_id, kind="reply",
-        payload=Outbound(channel=target.channel, chat_id=target.chat_id,  # type: ignore[arg-type]
-                         text=note).model_dump(mode="json"), now=ctx.now)
+    await _tell(repo, target, note, now)
+    for patient in detached:
+        await _tell(repo, patient, "Your coach is no longer on kneecoach, so nobody sees your "
+                    "progress for now. Your program goes on as before; a new coach can send "
+                    "you an invite code.", now)
+    said = f"{who(target)} is {'now a coach' if give else 'no longer a coach'}."
+    if detached:
+        said += (f" Their {len(detached)} patient{'s are' if len(detached) > 1 else ' is'} "
+                 "now without a coach: " + ", ".join(who(p) for p in detached) + ".")
+    return said
+
+
+async def _tell(repo: Repository, user: User, text: str, now: datetime) -> None:
+    await repo.enqueue(
+        user_id=user.id, channel=user.channel, chat_id=user.chat_id, kind="reply",
+        payload=Outbound(channel=user.channel, chat_id=user.chat_id,  # type: ignore[arg-type]
+                         text=text).model_dump(mode="json"), now=now)
 
 
 async def find_user(ctx: Ctx, ident: str) -> User | None:
