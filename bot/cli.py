@@ -20,6 +20,7 @@ from bot.settings import Settings, SettingsError, load_settings
 from conversations.clock import SystemClock
 from conversations.engine import Engine
 from conversations.flows.staff import PERIODS, render, set_coach
+from conversations.messages import storable
 from conversations.program.data import Program, ProgramError, load_program
 from storage.db import create_engine, is_sqlite, migrate, sessionmaker
 from storage.repository import Repository
@@ -44,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
                           "the terminal")
     run.add_argument("--worker", action="store_true",
                      help="run only the scheduler tick and the sender, no chat")
-    run.add_argument("--user", default=None,
+    run.add_argument("--user", default=None, type=_user_name,
                      help="terminal channel: who you are (default: your login name)")
     commands.add_parser("migrate", help="bring the database schema up to date")
     for verb in ("grant", "revoke"):
@@ -58,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
         "erase", help="erase everything held about a patient (a written erasure request)")
     erase.add_argument("user", help="channel:user id, e.g. telegram:123456")
     return parser
+
+
+def _user_name(value: str) -> str:
+    """A terminal user is an id like any channel's: 1 to 64 characters."""
+    if not 0 < len(value) <= 64 or storable(value) != value:
+        raise argparse.ArgumentTypeError("a name of 1 to 64 characters")
+    return value
 
 
 def _channels(settings: Settings, chosen: str | None) -> list[str]:
@@ -91,7 +99,7 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
         if channels == ["console"] and not args.worker:
             from bot.channels.console import ConsoleChannel
 
-            await ConsoleChannel(engine, args.user or getpass.getuser()).run()
+            await ConsoleChannel(engine, (args.user or getpass.getuser())[:64]).run()
         else:
             await _serve(settings, sessions, program, engine, clock,
                          [] if args.worker else channels)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from conversations.numbers import whole
 
@@ -15,6 +23,14 @@ MAX_TOKEN_BYTES = 64
 # Longer input is cut before it reaches a flow (one character over, so a flow can tell it was
 # too long): no answer needs more, and nothing huge is stored.
 MAX_TEXT_CHARS = 20_000
+# What no database column can hold as text: NUL (PostgreSQL refuses it, SQLite keeps it) and
+# lone surrogates (not UTF-8). Taken out where input arrives, so every store behaves alike.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """`text` without NUL bytes, lone surrogates as U+FFFD."""
+    return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
 
 
 class Inbound(BaseModel):
@@ -34,6 +50,15 @@ class Inbound(BaseModel):
     update_id: str | None = None
     # The message that carried the pressed button, so the adapter can retire its keyboard.
     message_id: str | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value: object) -> object:
+        if isinstance(value, str):
+            return storable(value)
+        if isinstance(value, tuple | list):
+            return tuple(storable(v) if isinstance(v, str) else v for v in value)
+        return value
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:

@@ -145,7 +145,7 @@ class SlackServer(FakeApi):
         return {"ok": True, "files": [{"id": f["id"]} for f in params.get("files") or []]}
 
 
-def sign(body: str, timestamp: int, secret: str = SIGNING_SECRET) -> str:
+def sign(body: str, timestamp: int | str, secret: str = SIGNING_SECRET) -> str:
     base = f"v0:{timestamp}:{body}".encode()
     return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
 
@@ -165,7 +165,7 @@ class SlackPerson:
         self.channel = f"D{user}"
         self.new: list[Posted] = []
 
-    async def post(self, body: str, content_type: str, *, timestamp: int | None = None,
+    async def post(self, body: str, content_type: str, *, timestamp: int | str | None = None,
                    secret: str = SIGNING_SECRET, retry: int | None = None) -> int:
         stamp = int(time.time()) if timestamp is None else timestamp
         headers = {"Content-Type": content_type, "X-Slack-Request-Timestamp": str(stamp),

@@ -135,3 +135,11 @@ def test_command_line_revoke_detaches_the_patients_as_the_chat_does(tmp_path: Pa
     assert "1 patient is now without a coach: console:alice" in revoked.stdout
     again = kneecoach("run", "--user", "carol", stdin="\n".join(lines) + "\n", cwd=tmp_path)
     assert "unknown, revoked or expired" in again.stdout
+
+
+@pytest.mark.parametrize("name", ["x" * 65, ""])
+def test_a_bad_terminal_user_name_is_one_clear_error(tmp_path: Path, name: str) -> None:
+    result = kneecoach("run", "--user", name, stdin="/start\n", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "1 to 64 characters" in result.stderr
+    assert kneecoach("run", "--user", "x" * 64, stdin="/start\n", cwd=tmp_path).returncode == 0

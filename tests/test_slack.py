@@ -100,6 +100,18 @@ async def test_wrongly_signed_and_stale_requests_are_refused_and_not_handled(
     assert slack_api.to(cat.channel) == [] and await users(sessions) == 0
 
 
+@pytest.mark.parametrize("timestamp", ["abc", "²", "", "1e9", " 1", "9" * 40])
+async def test_a_malformed_timestamp_is_unsigned_401_not_a_crash(
+        slack_api: SlackServer, slack_url: str, sessions: async_sessionmaker[DbSession],
+        timestamp: str, caplog: pytest.LogCaptureFixture) -> None:
+    cat = SlackPerson(slack_api, slack_url, "U0CAT")
+    assert await cat.post(cat.message_body("/start"), "application/json",
+                          timestamp=timestamp) == 401
+    await cat.settle()
+    assert slack_api.to(cat.channel) == [] and await users(sessions) == 0
+    assert not [r for r in caplog.records if r.exc_info]
+
+
 async def test_a_retried_event_is_handled_once(
         slack_api: SlackServer, slack_url: str, sessions: async_sessionmaker[DbSession]) -> None:
     dan = SlackPerson(slack_api, slack_url, "U0DAN")

@@ -354,3 +354,37 @@ async def test_revoke_takes_every_access_away(
     assert "only for coaches" in coach.text
     async with sessions() as db:
         assert (await db.scalars(select(Outbox).filter_by(kind="alert"))).all() == []
+
+
+@pytest.mark.parametrize("when", ["9999-12-31 23:59", "9999-12-31 00:00", "2028-01-01 10:00"])
+async def test_a_broadcast_too_far_ahead_is_answered_clearly(
+        staff_engine: Engine, when: str) -> None:
+    coach = await _coach(staff_engine)
+    await _with_patients(staff_engine, coach, ["p1"])
+    async with staff_engine.sessions() as db, db.begin():
+        row = (await db.scalars(select(User).filter_by(channel_user_id="coach"))).one()
+        row.timezone = "Pacific/Kiritimati"  # UTC+14: 9999-12-31 23:59 is past year 9999 in UTC
+    await coach.send("/broadcast")
+    await coach.send("Far future")
+    await coach.press("Schedule")
+    await coach.send(when)
+    assert "days ahead" in coach.text or "not a real date" in coach.text
+    await coach.send("2026-01-20 18:00")
+    assert "sending at 2026-01-20 18:00" in coach.text
+
+
+async def test_nul_bytes_in_a_broadcast_and_a_display_name_are_taken_out(
+        staff_engine: Engine, sessions: async_sessionmaker[DbSession]) -> None:
+    coach = await _coach(staff_engine)
+    await _with_patients(staff_engine, coach, ["p1"])
+    await coach.send("/broadcast")
+    await coach.send("Hello\x00 team \ud800!")
+    await coach.press("Send now")
+    assert "queued to 1 patients" in coach.text
+    await staff_engine.handle(Inbound(channel="console", user_id="p1", chat_id="p1",
+                                      display_name="Zed\x00 Null", text="/help"))
+    async with sessions() as db:
+        broadcast = (await db.scalars(select(Broadcast))).one()
+        row = (await db.scalars(select(Outbox).filter_by(kind="broadcast"))).one()
+    assert broadcast.text == "Hello team \ufffd!" and row.payload["text"].endswith(broadcast.text)
+    assert (await _user(sessions, "p1")).display_name == "Zed Null"

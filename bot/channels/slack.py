@@ -26,6 +26,7 @@ from bot.delivery import Blocked, RetryLater, Undeliverable, send_replies, split
 from bot.settings import Settings
 from conversations.engine import Engine
 from conversations.messages import Inbound, Outbound
+from conversations.numbers import whole
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,11 @@ class SlackChannel:
         await self._idle.wait()  # requests already acknowledged are finished
 
     async def _http(self, request: web.Request) -> web.Response:
+        # Bolt's verifier calls int() on this header and answers 500 to "abc": a malformed
+        # timestamp is an unsigned request.
+        if self.settings.slack_signing_secret and whole(
+                request.headers.get("X-Slack-Request-Timestamp", "")) is None:
+            return web.Response(status=401, text="invalid request")
         return await to_aiohttp_response(await self.app.async_dispatch(
             await to_bolt_request(request)))
 

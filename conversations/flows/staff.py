@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 INVITE_DAYS = 14
 PAGE = 10
 MAX_BROADCAST = 12_000  # well under MAX_TEXT_CHARS, so a cut-off input is refused
+SCHEDULE_AHEAD = timedelta(days=366)
 PERIODS = {"7d": 7, "30d": 30, "90d": 90, "all": None}
 CODE = re.compile(r"^[A-Z0-9]{6,16}$")
 
@@ -283,11 +284,15 @@ async def answer_broadcast_when(ctx: Ctx, value: str) -> str | None:
     try:
         when = local_datetime(date.fromisoformat(day), f"{int(hhmm[:-3]):02d}:{hhmm[-2:]}",
                               ctx.user.timezone or "UTC")
-    except ValueError:
+    except (ValueError, OverflowError):  # 9999-12-31 23:59 east of UTC is past year 9999
         ctx.say("That is not a real date and time. Please send one such as 2026-12-01 18:00.")
         return "when"
     if when <= ctx.now:
         ctx.say("That time has passed. Please send a time in the future.")
+        return "when"
+    if when > ctx.now + SCHEDULE_AHEAD:
+        ctx.say(f"A broadcast can be scheduled up to {SCHEDULE_AHEAD.days} days ahead. "
+                "Please send an earlier time.")
         return "when"
     await _queue_broadcast(ctx, when)
     return None
