@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -22,7 +23,15 @@ from conversations.engine import Engine
 from conversations.flows.staff import PERIODS, render, set_coach
 from conversations.messages import storable
 from conversations.program.data import Program, ProgramError, load_program
-from storage.db import create_engine, is_sqlite, migrate, sessionmaker
+from storage.db import (
+    create_engine,
+    database_lost,
+    is_sqlite,
+    migrate,
+    ping,
+    reason,
+    sessionmaker,
+)
 from storage.repository import Repository
 from storage.stats import compute
 
@@ -90,8 +99,14 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
         print(f"kneecoach: {missing[0]} is not set", file=sys.stderr)
         return 2
     database = create_engine(settings.database_url)
-    if is_sqlite(settings.database_url):
-        await migrate(database)  # the embedded default keeps itself up to date
+    try:
+        if is_sqlite(settings.database_url):
+            await migrate(database)  # the embedded default keeps itself up to date
+        else:
+            await ping(database)  # unreachable at start: one line and exit 1 (see main)
+    except BaseException:
+        await database.dispose()
+        raise
     sessions = sessionmaker(database)
     clock = SystemClock()
     engine = Engine(sessions, program, clock, settings.admin_ids)
@@ -195,14 +210,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "migrate":
-        return asyncio.run(_migrate(settings))
-    if args.command in ("grant", "revoke", "stats", "erase"):
-        return asyncio.run(_admin(settings, args))
     try:
+        if args.command == "migrate":
+            return asyncio.run(_migrate(settings))
+        if args.command in ("grant", "revoke", "stats", "erase"):
+            return asyncio.run(_admin(settings, args))
         return asyncio.run(_run(settings, program, args))
     except KeyboardInterrupt:
         return 0
+    except Exception as exc:
+        # Once running, every loop waits a lost database out; before that, and in the
+        # one-shot commands, it is one clear line and exit 1.
+        if not database_lost(exc):
+            raise
+        url = make_url(settings.database_url).render_as_string(hide_password=True)
+        print(f"kneecoach: cannot reach the database {url}: {reason(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from conversations.clock import Clock
 from conversations.engine import Engine
 from conversations.messages import Inbound, Outbound
 from storage import dispatch
+from storage.db import Outage, backoff, database_lost, reason
 from storage.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -212,14 +213,25 @@ class OutboxSender:
     async def run(self, stop: asyncio.Event, poll: float = 1.0) -> None:
         """Send until `stop` is set; rows claimed but not begun are given back on the way out."""
         self._stop = stop
+        outage, tries = Outage("outbox sender", log), 0
         try:
             while not stop.is_set():
                 room = self.window - self._held
                 try:
                     claimed = await self._fill()
-                except SQLAlchemyError:
-                    log.exception("claiming outbox rows failed; trying again")
-                    claimed = 0
+                except Exception as exc:
+                    if not database_lost(exc):
+                        if not isinstance(exc, SQLAlchemyError):
+                            raise
+                        log.exception("claiming outbox rows failed; trying again")
+                        claimed = 0
+                    else:  # wait it out: back off, then claim again
+                        outage.lost(exc)
+                        await _sleep(backoff(tries), stop)
+                        tries += 1
+                        continue
+                outage.back()
+                tries = 0
                 if claimed and claimed == room:  # more may be due: refill as rows finish
                     await self._held_down_to(self.window // 2)
                 else:
@@ -230,8 +242,14 @@ class OutboxSender:
             leftover = [row for queue in self._queues.values() for row in queue]
             self._queues.clear()
             if leftover:
-                async with self.sessions() as db, db.begin():
-                    await dispatch.release(db, leftover)
+                try:
+                    async with self.sessions() as db, db.begin():
+                        await dispatch.release(db, leftover)
+                except Exception as exc:
+                    if not database_lost(exc):
+                        raise
+                    log.warning("outbox sender: %s claimed rows not given back (%s); their "
+                                "leases run out", len(leftover), reason(exc))
 
     async def _held_down_to(self, low: int) -> None:
         """Wait until at most `low` claimed rows are unfinished, or `stop` is set."""
@@ -352,7 +370,9 @@ class OutboxSender:
                 async with self.sessions() as db, db.begin():
                     await write(db, row, *args)
                 return
-            except SQLAlchemyError:
+            except Exception as exc:
+                if not isinstance(exc, SQLAlchemyError) and not database_lost(exc):
+                    raise
                 if attempt == MARK_TRIES:
                     log.exception("outbox %s: could not record the outcome", row.id)
                     return

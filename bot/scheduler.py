@@ -33,7 +33,7 @@ from conversations.program.rules import SessionFact, restart_level
 from conversations.prompts import check_message, prompt_message
 from conversations.schedule import local_date, next_prompt_at, next_summary_at
 from storage import dispatch, stats
-from storage.db import is_sqlite
+from storage.db import Outage, database_lost, is_sqlite
 from storage.models import ProgressionEvent
 from storage.repository import Repository
 
@@ -116,6 +116,7 @@ class Scheduler:
         self._prompts_payloads = _Prompts(program)
         self._days_cache: dict[tuple[datetime, str, str, str], _Days] = {}
         self._running = asyncio.Lock()
+        self._outage = Outage("scheduler tick", log)
 
     async def tick(self) -> TickReport:
         """Queue every check, prompt and weekly summary due now, then the reports of finished
@@ -144,9 +145,13 @@ class Scheduler:
         """The periodic job: a failed tick is logged and the next one tries again."""
         try:
             report = await self.tick()
-        except Exception:
-            log.exception("scheduler tick failed")
+        except Exception as exc:
+            if database_lost(exc):  # the next tick tries again: one line per outage
+                self._outage.lost(exc)
+            else:
+                log.exception("scheduler tick failed")
             return
+        self._outage.back()
         if any(vars(report).values()):
             log.info("tick: %s", report)
 

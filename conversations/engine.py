@@ -7,6 +7,7 @@ state, so two processes never both advance the same conversation."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -21,6 +22,7 @@ from conversations.messages import ButtonToken, Inbound, Outbound
 from conversations.program.data import Program
 from conversations.prompts import SNOOZE, prompt_message
 from conversations.schedule import local_date
+from storage.db import Outage, backoff, database_lost
 from storage.models import ConversationState, User
 from storage.repository import Repository, StaleState
 
@@ -67,12 +69,17 @@ MENU: tuple[tuple[str, str], ...] = (
 )
 STALE_BUTTON = "That button belongs to an earlier question, so I ignored it."
 RETRY_LIMIT = 3
+DB_PATIENCE = 600.0  # seconds an update is held while the database is unreachable
 
 
 class Engine:
     def __init__(self, sessions: async_sessionmaker[DbSession], program: Program,
-                 clock: Clock, admins: frozenset[tuple[str, str]] = frozenset()) -> None:
+                 clock: Clock, admins: frozenset[tuple[str, str]] = frozenset(), *,
+                 db_patience: float = DB_PATIENCE) -> None:
         self.sessions = sessions
+        self.db_patience = db_patience
+        # Shared by every update in hand: one log line per outage, not one per update.
+        self._outage = Outage("updates", log)
         self.program = program
         self.clock = clock
         self.admins = admins
@@ -80,13 +87,31 @@ class Engine:
         self.invite_links: dict[str, str] = {}
 
     async def handle(self, inbound: Inbound) -> list[Outbound]:
-        for _ in range(RETRY_LIMIT):
+        """The replies to one update. While the database is unreachable the update is held
+        and tried again with backoff (up to `db_patience` seconds), so it is answered when
+        the database is back instead of being dropped."""
+        clashes = tries = 0
+        started = asyncio.get_running_loop().time()
+        while True:
             try:
                 async with self.sessions() as db, db.begin():
-                    return await self._handle(Repository(db), inbound)
+                    replies = await self._handle(Repository(db), inbound)
             except (StaleState, IntegrityError) as exc:
+                clashes += 1
+                if clashes == RETRY_LIMIT:
+                    return [_reply(inbound, "Sorry, that clashed with another message. "
+                                            "Please send it again.")]
                 log.info("retrying update %s: %s", inbound.update_id, exc)
-        return [_reply(inbound, "Sorry, that clashed with another message. Please send it again.")]
+            except Exception as exc:
+                if not database_lost(exc) or (
+                        asyncio.get_running_loop().time() - started >= self.db_patience):
+                    raise
+                self._outage.lost(exc)
+                await asyncio.sleep(backoff(tries))
+                tries += 1
+            else:
+                self._outage.back()
+                return replies
 
     async def mark_unreachable(self, channel: str, chat_id: str) -> None:
         """The channel says this chat blocked the bot: no prompts until they write again."""

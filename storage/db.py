@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -17,6 +22,66 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+# PostgreSQL classes 08 (connection exception) and 57 (operator intervention: shutdown,
+# restart, "cannot connect now"); SQLite's ways of saying the file cannot be used now.
+_PG_LOST = (asyncpg.exceptions.PostgresConnectionError,
+            asyncpg.exceptions.OperatorInterventionError)
+_SQLITE_LOST = ("unable to open", "database is locked", "disk i/o error")
+
+
+def database_lost(exc: BaseException) -> bool:
+    """True when `exc` says the database cannot be reached (an outage to wait out), not that a
+    statement was wrong. asyncpg raises the socket's own OSError (ConnectionRefusedError,
+    ConnectionResetError) when it connects, outside SQLAlchemy's exception types."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # along the chain of causes: SQLAlchemy wraps the driver's error
+        if seen is None:
+            return False
+        if isinstance(seen, (OSError, sa_exc.TimeoutError, *_PG_LOST)):
+            return True
+        if isinstance(seen, sa_exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, sqlite3.OperationalError) and str(seen).lower().startswith(
+                _SQLITE_LOST):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class Outage:
+    """One loop's view of a lost database: a log line when it is lost and one when it is
+    back, not one per try or per update in hand."""
+
+    def __init__(self, loop: str, log: logging.Logger) -> None:
+        self.loop = loop
+        self.log = log
+        self.since: float | None = None  # time.monotonic() when it was lost; None: reachable
+
+    def lost(self, exc: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            self.log.warning("%s: database unreachable (%s); retrying with backoff",
+                             self.loop, reason(exc))
+
+    def back(self) -> None:
+        if self.since is not None:
+            self.log.warning("%s: database reachable again after %.1f s", self.loop,
+                             time.monotonic() - self.since)
+            self.since = None
+
+
+def backoff(tries: int, first: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds to wait before try number `tries + 1` against a lost database."""
+    return min(cap, first * 2 ** min(tries, 16))
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of what went wrong, without SQL or parameters."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
 
 
 def is_sqlite(url: str) -> bool:
@@ -53,6 +118,12 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Raise now if the database cannot be reached, rather than at the first message."""
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[DbSession]:
