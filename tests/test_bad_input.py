@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import random
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conftest import CLEAN_SCREEN, Patient, enrolled
-from conversations.engine import Engine
+from conversations.clock import ManualClock
+from conversations.engine import FLOWS, Engine
 from conversations.messages import ButtonToken, Inbound
-from storage.models import ConversationState, PainReport, Session, User
+from conversations.program.data import Program
+from storage.models import ConversationState, PainReport, ProgramState, Session, User
 
 HUGE = "x" * 10_000
 EMOJI = "🦵🔥😀"
@@ -198,3 +203,135 @@ async def test_inbound_must_be_exactly_one_kind() -> None:
         Inbound(channel="console", user_id="u", chat_id="c", text="hi", button="x")
     with pytest.raises(ValueError):
         Inbound(channel="console", user_id="u", chat_id="c")
+
+
+# --- the bad-input corpus ------------------------------------------------------------------
+# Every conversation state is reached by a real journey; at each, a corpus of bad inputs goes
+# through the engine: wrong types, out of range, empty, huge, emoji, control characters,
+# Unicode digits, forged and stale buttons, commands the user may not use. Nothing may raise,
+# everything is answered, and every stored state stays valid. After each input the state is
+# put back, so every input meets the state it was made for.
+BAD_TEXTS = (
+    "", " ", "\t\n", "\x00", "a\x00b", "\x1b[31mred", "\u202eevil", "\ufeff", "\u200b",
+    "\ud800", "-1", "11", "1e3", "0x10", "७", "²", "³", "⑦", "⓪", "３", "1²", "9" * 40,
+    "-" * 3, "yes no", "DROP TABLE users;", "' OR 1=1 --", "<script>x</script>", "%s%n",
+    "🦵🔥😀", "👍🏽" * 50, "x" * 20_001, "é" * 5_000, "None", "null", "[]", "{}", "true",
+    "25:61", "9999-12-31 23:59", "0000-00-00 00:00", "2026-02-30 10:00", "UTC+99",
+    "Mars/Olympus", "\\", "/", "//", "/ ", "@", "|||", "consent|²|agree",
+)
+NOT_ALLOWED = (
+    "/grant coach console:root", "/revoke coach console:x", "/stats all", "/export 7d",
+    "/broadcast", "/invite", "/invite revoke ²", "/patients ²", "/patients -1", "/join ⑦⑦⑦⑦⑦⑦",
+    "/join " + "A" * 300, "/frobnicate", "/start@other_bot x y z", "/help " + "🦵" * 100,
+    "/" + "x" * 100, "/STATS", "/today\x00",
+)
+STATUSES_OK = {"pending", "onboarding", "active", "paused", "referred", "stopped", "staff"}
+
+
+def _generated(rng: random.Random, step: str, version: int) -> list[tuple[str, str]]:
+    """Inputs made for one state: random text over all of Unicode, numbers out of range and
+    buttons forged around this step's own token."""
+    def text(size: int) -> str:
+        return "".join(chr(rng.choice((rng.randrange(32, 127), rng.randrange(0x110000))))
+                       for _ in range(size))
+    made = [("text", text(rng.randrange(1, 40))) for _ in range(4)]
+    made += [("text", str(rng.choice((-1, 11, 12, 99, 10**6, 2**63)))),
+             ("text", rng.choice("²³¹⑦⓪٣３𝟕") * rng.randrange(1, 3))]
+    made += [("press", f"{step}|{version}|{text(3)}"), ("press", f"{step}|{version + 7}|yes"),
+             ("press", f"{step}|{max(version - 1, 0)}|no"), ("press", f"{step}|²|1"),
+             ("press", f"{step}|{version}|" + "x" * 60), ("press", text(rng.randrange(0, 70))),
+             ("press", f"prompt|{rng.randrange(10**12)}|done"), ("press", "check|⓪|1"),
+             ("press", "")]
+    return made
+
+
+class Corpus:
+    def __init__(self, engine: Engine, sessions: async_sessionmaker[DbSession],
+                 program: Program) -> None:
+        self.engine = engine
+        self.sessions = sessions
+        self.program = program
+        self.rng = random.Random(18)
+        self.covered: set[tuple[str, str]] = set()
+        self.sent = 0
+
+    async def visit(self, patient: Patient) -> None:
+        """Throw the corpus at the patient's current state, once per state."""
+        flow, step, answers, version = await _state(self.sessions, patient.user_id)
+        if (flow, step) in self.covered:
+            return
+        self.covered.add((flow, step))
+        inputs = [("text", t) for t in BAD_TEXTS] + [("text", c) for c in NOT_ALLOWED]
+        inputs += _generated(self.rng, step, version)
+        for kind, value in inputs:
+            replies = await (patient.send(value) if kind == "text" else
+                             patient.press_token(value))
+            self.sent += 1
+            assert [r for r in replies if r.edit_message_id is None], (flow, step, value)
+            await self._check(patient.user_id)
+            await self._put_back(patient.user_id, flow, step, answers)
+        await patient.send("/help")  # asks the question again, with this version's buttons
+
+    async def _check(self, user_id: str) -> None:
+        async with self.sessions() as db:
+            user = (await db.scalars(select(User).filter_by(channel_user_id=user_id))).one()
+            assert user.status in STATUSES_OK
+            state = await db.get(ConversationState, user.id)
+            assert state is not None
+            assert state.flow == "idle" or state.step in FLOWS[state.flow], (state.flow,
+                                                                              state.step)
+            program = await db.get(ProgramState, user.id)
+            assert program is None or 1 <= program.level <= self.program.top_level
+
+    async def _put_back(self, user_id: str, flow: str, step: str, answers: dict) -> None:
+        async with self.sessions() as db, db.begin():
+            user = (await db.scalars(select(User).filter_by(channel_user_id=user_id))).one()
+            state = await db.get(ConversationState, user.id)
+            assert state is not None
+            if (state.flow, state.step, state.answers) != (flow, step, answers):
+                state.flow, state.step, state.answers = flow, step, answers
+                state.version += 1
+
+
+async def _walk(corpus: Corpus, patient: Patient, *actions: str) -> None:
+    """Press a label (or type it when no button has it), visiting every state on the way."""
+    for action in actions:
+        await corpus.visit(patient)
+        await patient.answer_all(action)
+    await corpus.visit(patient)
+
+
+async def test_the_bad_input_corpus_in_every_state(
+        sessions: async_sessionmaker[DbSession], program: Program,
+        clock: ManualClock) -> None:
+    engine = Engine(sessions, program, clock, admins=frozenset({("console", "root")}))
+    corpus = Corpus(engine, sessions, program)
+    patient = Patient(engine, "u1")
+    await patient.send("/start")
+    await _walk(corpus, patient, *CLEAN_SCREEN)
+    async with sessions() as db:
+        user = (await db.scalars(select(User).filter_by(channel_user_id="u1"))).one()
+    assert user.status == "active"
+    await _walk(corpus, patient, "/today", "Done", "3")
+    clock.advance(timedelta(days=1))
+    await _walk(corpus, patient, "/today", "Same or better", "No")
+    for setting in ("Time", "Days", "Timezone", "Summary day"):
+        await _walk(corpus, patient, "/settings", setting, "/cancel")
+    await _walk(corpus, patient, "/stop", "No", "/delete", "/cancel")
+    clock.advance(timedelta(days=29))
+    await _walk(corpus, patient, "/today", "Now")
+    while patient.buttons and (await _state(sessions, "u1"))[0] == "kujala":
+        await _walk(corpus, patient, patient.buttons[0].label)
+    await _walk(corpus, patient, "/pain", "9", "/resume", "Yes")  # referred, then all clear
+    # A coach, for the broadcast flow: their patient is u1.
+    coach = Patient(engine, "coach")
+    await coach.send("/start")
+    await Patient(engine, "root").send("/grant coach console:coach")
+    await coach.send("/invite")
+    await patient.send(f"/join {coach.text.split('Invite code: ')[1].split(' ')[0]}")
+    assert "now connected" in patient.text
+    await _walk(corpus, coach, "/broadcast", "Hello", "Schedule")
+    every = {(flow, step) for flow, steps in FLOWS.items() for step in steps}
+    missing = every - corpus.covered
+    assert not missing, sorted(missing)
+    assert corpus.sent >= 500
