@@ -28,6 +28,7 @@ from storage.db import (
     database_lost,
     is_sqlite,
     migrate,
+    missing_directory,
     ping,
     reason,
     sessionmaker,
@@ -210,6 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    folder = missing_directory(settings.database_url)
+    if folder is not None:
+        print(f"kneecoach: cannot reach the database {settings.database_url}: there is no "
+              f"directory {folder}", file=sys.stderr)
+        return 1
     try:
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))

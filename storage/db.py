@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
@@ -118,6 +118,16 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
+
+
+def missing_directory(url: str) -> Path | None:
+    """For a SQLite file URL, its directory when that does not exist: said up front, since a
+    failed aiosqlite connect can still report from its thread after the event loop closed."""
+    database = make_url(url).database if is_sqlite(url) else None
+    if not database or database == ":memory:":
+        return None
+    folder = Path(database).expanduser().parent
+    return None if folder.is_dir() else folder
 
 
 async def ping(engine: AsyncEngine) -> None:
