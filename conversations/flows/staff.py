@@ -94,9 +94,9 @@ async def invite(ctx: Ctx) -> None:
 def unknown_invite(code: str) -> str:
     """Why a code did not link the patient to a coach, and how to get one that does."""
     shown = f"The invite code {code.upper()}" if CODE.match(code.upper()) else "That invite code"
-    return (f"{shown} is unknown or has expired (a code lasts {INVITE_DAYS} days, and a coach "
-            "can cancel one), so you are not connected with a coach. Please ask your coach "
-            "for a new code (coaches make one with /invite), then send /join CODE.")
+    return (f"{shown} is unknown, revoked or expired (a code lasts {INVITE_DAYS} days), so you "
+            "are not connected with a coach. Please ask your coach for a new code, then send "
+            "/join CODE.")
 
 
 async def _valid_invite(ctx: Ctx, code: str) -> Invite | None:
