@@ -10,8 +10,8 @@ from conversations.flows.onboarding import (
     ask_days,
     ask_time,
     ask_timezone,
+    chosen_timezone,
     start_screen,
-    timezone_to_ask,
 )
 from conversations.messages import Document
 from conversations.prompts import check_due
@@ -73,8 +73,11 @@ def _setter(field: str) -> Step:
     column = {"time": "reminder_time", "days": "reminder_days", "timezone": "timezone"}[field]
 
     async def answer(ctx: Ctx, value: str) -> str | None:
-        if field == "timezone" and timezone_to_ask(ctx, value):
-            return field
+        if field == "timezone":
+            chosen = chosen_timezone(ctx, value)
+            if chosen is None:
+                return field
+            value = chosen
         setattr(ctx.user, column, value)
         await reschedule(ctx)
         ctx.say(f"Saved. {schedule_line(ctx)}")

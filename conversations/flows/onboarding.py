@@ -162,21 +162,28 @@ def ask_timezone(ctx: Ctx) -> Question:
         return Question(
             f"{which.upper()} can mean " + ", ".join(name for name, _ in options[:-1]) +
             f" or {options[-1][0]}. Which one is yours? Pick one, or send your city.",
-            tuple(Choice(zone_name, name) for name, zone_name in options),
+            tuple(Choice(f"{_PICK}{i}", name) for i, (name, _) in enumerate(options)),
             parse=parse_timezone, hint=TIMEZONE_HINT, columns=1)
     return Question("Which timezone are you in? Send a city, a timezone name, an "
                     "abbreviation such as EST or a UTC offset.",
                     parse=parse_timezone, hint=TIMEZONE_HINT)
 
 
-def timezone_to_ask(ctx: Ctx, value: str) -> bool:
-    """True when `value` is an abbreviation of several zones: the timezone step asks again,
-    naming them, and the value is not stored."""
+# A button of the "which one?" question carries the zone's place in AMBIGUOUS: a button
+# token cannot carry the "/" of a zone name.
+_PICK = "pick:"
+
+
+def chosen_timezone(ctx: Ctx, value: str) -> str | None:
+    """The zone to store for the timezone step's answer; None when it was an abbreviation of
+    several zones, and the step asks again which one (naming them)."""
     if value.startswith(ASK_WHICH):
         ctx.answers["timezone_which"] = value.removeprefix(ASK_WHICH)
-        return True
-    ctx.answers.pop("timezone_which", None)
-    return False
+        return None
+    which = ctx.answers.pop("timezone_which", None)
+    if value.startswith(_PICK) and which in AMBIGUOUS:
+        return AMBIGUOUS[which][int(value.removeprefix(_PICK))][1]
+    return value
 
 
 TIME_CHOICES = ("07:00", "08:00", "12:00", "18:00", "20:00")
@@ -202,9 +209,10 @@ def ask_days(ctx: Ctx) -> Question:
 
 
 async def answer_timezone(ctx: Ctx, value: str) -> str | None:
-    if timezone_to_ask(ctx, value):
+    zone_name = chosen_timezone(ctx, value)
+    if zone_name is None:
         return "timezone"
-    ctx.answers["timezone"] = value
+    ctx.answers["timezone"] = zone_name
     return "reminder_time"
 
 
