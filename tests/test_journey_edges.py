@@ -215,6 +215,7 @@ async def test_a_bare_number_is_always_an_hour(engine: Engine,
     assert "A number on its own is an hour" in patient.text
     assert [b.label for b in patient.buttons] == ["07:00", "08:00", "12:00", "18:00", "20:00"]
     await patient.send(typed)
+    assert f"Reminder time: {stored}." in patient.text
     assert (await _state(sessions, "u1")).answers["reminder_time"] == stored
 
 

@@ -218,6 +218,7 @@ async def answer_timezone(ctx: Ctx, value: str) -> str | None:
 
 async def answer_time(ctx: Ctx, value: str) -> str | None:
     ctx.answers["reminder_time"] = value
+    ctx.say(f"Reminder time: {value}.")  # "5" read as 05:00 is seen at once, not at the end
     return "reminder_days"
 
 
