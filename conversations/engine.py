@@ -275,8 +275,10 @@ class Engine:
     async def _start(self, ctx: Ctx, state: ConversationState) -> None:
         if ctx.inbound.args and ctx.user.consent_at is not None:
             await staff.attach(ctx, ctx.inbound.args[0])
-        elif ctx.inbound.args and state.flow == "onboarding" and state.step == "consent":
+        elif ctx.inbound.args and ctx.user.status == "pending":
             await staff.hold_invite(ctx, ctx.inbound.args[0])
+            await self._goto(ctx, state, "onboarding:consent")  # keeps the code with the step
+            return
         if ctx.user.status == "staff":
             ctx.say(STAFF_HELP)
             return

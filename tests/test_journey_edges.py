@@ -110,6 +110,22 @@ async def test_start_with_a_good_code_says_who_and_links_after_consent(
     assert user is not None and coach is not None and user.coach_id == coach.id
 
 
+async def test_a_code_sent_again_before_consent_is_checked_and_kept(
+        staff_engine: Engine, sessions: async_sessionmaker[DbSession]) -> None:
+    code = await _invite_code(staff_engine)
+    patient = Patient(staff_engine, "u1")
+    await patient.send("/start")
+    await patient.send("/start BADCODE1")
+    assert "unknown, revoked or expired" in patient.text and "Do you agree?" in patient.text
+    await patient.send("/cancel")
+    await patient.send(f"/start {code}")
+    assert "invite code is valid" in patient.text
+    await patient.press("I agree")
+    assert "You are now connected with" in patient.text
+    user = await _user(sessions, "u1")
+    assert user is not None and user.coach_id is not None
+
+
 async def test_a_code_that_expires_before_consent_is_told_at_consent(
         staff_engine: Engine, sessions: async_sessionmaker[DbSession],
         clock: ManualClock) -> None:
