@@ -21,7 +21,3 @@ def whole(text: str, low: int = 0, high: int | None = None, *, max_digits: int =
         return None
     return number
 
-
-def is_whole(text: str) -> bool:
-    """True for a string of ASCII digits (a numeric button label, say)."""
-    return _DIGITS.fullmatch(text) is not None

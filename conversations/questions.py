@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -70,10 +71,17 @@ def yes_no(text: str, *extra: str) -> Question:
     return Question(text, (YES, NO), _yes_no, 'Please answer "yes" or "no".', extra=extra)
 
 
+# re.ASCII: 0-9 only, as everywhere numbers are read (conversations/numbers.py).
+_PAIN = re.compile(r"(\d{1,2})(?:\s*(?:/|out of|of)\s*10)?", re.ASCII)
+
+
 def parse_pain(text: str) -> str | None:
-    """A whole number 0-10 and nothing else: "7.5", "-1", "11", "seven" are not answers."""
-    pain = whole(text, 0, 10, max_digits=2)
-    return None if pain is None else str(pain)
+    """A whole number 0-10, alone or out of ten ("5/10", "5 out of 10"); "7.5", "-1", "11",
+    "5/100", "seven" are not answers."""
+    match = _PAIN.fullmatch(text)
+    if match and int(match.group(1)) <= 10:
+        return str(int(match.group(1)))
+    return None
 
 
 PAIN_HINT = "Please send a whole number from 0 (no pain) to 10 (worst imaginable)."
