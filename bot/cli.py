@@ -113,7 +113,7 @@ async def _serve(settings: Settings, sessions: async_sessionmaker[DbSession], pr
         loop.add_signal_handler(signum, stop.set)
     deliverers: dict[str, Deliverer] = {}
     if settings.telegram_token:
-        deliverers["telegram"] = TelegramChannel.deliverer(settings)
+        deliverers["telegram"] = TelegramChannel.deliverer(settings, sessions)
     if settings.slack_bot_token:
         deliverers["slack"] = SlackChannel.deliverer(settings)
     tasks = [run_worker(settings, sessions, program, deliverers, clock, stop)]

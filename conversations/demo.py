@@ -18,7 +18,7 @@ import math
 import os
 import tempfile
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +221,8 @@ def frames(demo: Demo, dose: Dose | None) -> list[Frame]:
         effort = _distance(poses[0], pose) / far
         if hold >= 2 and whole == hold:  # a countdown, one frame a second
             out.extend(Frame(pose, 1000, f"hold {whole - i} s", effort) for i in range(whole))
+        elif hold > 0 and out and steps:  # the pose's last frame, shown longer
+            out[-1] = replace(out[-1], ms=out[-1].ms + round(hold * 1000))
         elif hold > 0:
             out.append(Frame(pose, round(hold * 1000), pose.name, effort))
     return out
@@ -279,6 +281,7 @@ class _Canvas:
         self.px_per_unit = scale
         self.inset_box = ((WIDTH_PX - inset - 8) / WIDTH_PX, 1 - (caption_px + inset) / height,
                           inset / WIDTH_PX, inset / height)
+        self.pelvis_top = max(b.points["pelvis"][1] for b, _ in placed)
         self._static(placed, caption_px)
         self.limbs: dict[str, Line2D] = {}
         self.head = Circle((0, 0), HEAD_R, color=COLOURS["body"], zorder=5, animated=True)
@@ -397,7 +400,7 @@ class _Canvas:
     def pixel(self, point: np.ndarray) -> tuple[int, int]:
         """Where a point of the picture lands in the image (x right, y down)."""
         x, y = self.ax.transData.transform(point)
-        return int(round(x)), int(round(self.height - y))
+        return round(x), round(self.height - y)
 
     # the small second view
     def _detail_axes(self) -> object | None:
@@ -445,8 +448,7 @@ class _Canvas:
         if self.detail_kind == "front":
             # Heights from the side view, so the front view bends with the figure.
             p = b.points
-            top = max(p["pelvis"][1], 0.3)
-            scale = 1.6 / (top + 0.05)
+            scale = 1.6 / (self.pelvis_top + 0.05)
 
             def y(v: float) -> float:
                 return -0.85 + v * scale
@@ -504,9 +506,8 @@ class _Canvas:
             ax.add_patch(foot)
             add(foot)
             if turn >= 1:
-                arc = Line2D(*zip(*[(heel[0] + 0.75 * math.sin(math.radians(a)),
-                                     heel[1] + 0.75 * math.cos(math.radians(a)))
-                                    for a in np.linspace(0, turn, 12)]),
+                angles = np.radians(np.linspace(0, turn, 12))
+                arc = Line2D(heel[0] + 0.75 * np.sin(angles), heel[1] + 0.75 * np.cos(angles),
                              color=COLOURS["guide"], lw=3, zorder=4)
                 ax.add_line(arc)
                 add(arc)
@@ -550,6 +551,7 @@ def render(exercise: Exercise, dose: Dose | None) -> Clip:
         marks.append({"working_knee": canvas.pixel((b.points["w_knee"] + b.points["pelvis"])
                                                    / 2),
                       "trunk": canvas.pixel((b.points["pelvis"] + b.points["shoulder"]) / 2),
+                      "floor": canvas.pixel(np.array([canvas.x0, 0.0])),
                       **{name: canvas.pixel(at) for name, at in props.items()}})
     # One palette for the whole loop (taken from a frame where the figure is furthest moved,
     # so every colour is in it), no dithering: flat colours, small files.

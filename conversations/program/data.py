@@ -229,15 +229,13 @@ def load_program(path: Path | None = None) -> Program:
         return Program.model_validate(raw, context={"base": path.parent})
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = list(first["loc"])
-        where = ""
+        loc = first["loc"]
+        field = ".".join(str(part) for part in loc) or "(top level)"
         if len(loc) >= 2 and loc[0] == "exercises" and isinstance(loc[1], int):
-            # Name the exercise by its id, which the clinician sees in the file.
-            exercises = raw.get("exercises") if isinstance(raw, dict) else None
+            # Name the exercise by the id the clinician sees in the file, too.
+            exercises = raw.get("exercises")
             entry = exercises[loc[1]] if isinstance(exercises, list) and loc[1] < len(
                 exercises) else None
-            name = entry.get("id") if isinstance(entry, dict) else None
-            where = f"exercise {name!r}: " if isinstance(name, str) else f"exercise {loc[1] + 1}: "
-            loc = loc[2:]
-        field = ".".join(str(part) for part in loc) or "(top level)"
-        raise ProgramError(f"{path}: {where}{field}: {first['msg']}") from None
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                field += f" (exercise {entry['id']!r})"
+        raise ProgramError(f"{path}: {field}: {first['msg']}") from None
