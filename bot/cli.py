@@ -8,6 +8,7 @@ import getpass
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from bot.delivery import Deliverer
 from bot.settings import Settings, SettingsError, load_settings
 from conversations.clock import SystemClock
+from conversations.demo import DemoCache
 from conversations.engine import Engine
 from conversations.flows.staff import PERIODS, render
 from conversations.program.data import Program, ProgramError, load_program
@@ -86,7 +88,13 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
         await migrate(database)  # the embedded default keeps itself up to date
     sessions = sessionmaker(database)
     clock = SystemClock()
-    engine = Engine(sessions, program, clock, settings.admin_ids)
+    demos = DemoCache(settings.demo_dir)
+    engine = Engine(sessions, program, clock, settings.admin_ids, demos=demos)
+    # The demonstrations not yet on disk are drawn in the background, so a first "Show me
+    # how" finds them ready (a fraction of a second each, once per program version).
+    drawn = threading.Event()
+    warming = None if args.worker else asyncio.create_task(
+        asyncio.to_thread(demos.warm, program, drawn))
     try:
         if channels == ["console"] and not args.worker:
             from bot.channels.console import ConsoleChannel
@@ -96,6 +104,9 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
             await _serve(settings, sessions, program, engine, clock,
                          [] if args.worker else channels)
     finally:
+        drawn.set()  # stop drawing: what is missing is drawn when first asked for
+        if warming is not None:
+            await warming
         await database.dispose()
     return 0
 

@@ -18,6 +18,7 @@ import math
 import os
 import tempfile
 import textwrap
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyArrow, Polygon, Rectangle
 from PIL import Image
 
-from conversations.program.data import Demo, Dose, Exercise, Leg, Pose
+from conversations.program.data import Demo, Dose, Exercise, Leg, Pose, Program
 
 RENDERER_VERSION = "1"  # part of the cache key: bump when the drawing changes
 WIDTH_PX = 480
@@ -592,3 +593,20 @@ class DemoCache:
                 handle.write(clip.gif)
             os.replace(temp, path)
         return path
+
+    def warm(self, program: Program, stop: threading.Event | None = None) -> int:
+        """Draw every exercise at every level's dose that is not on disk yet; stops early when
+        `stop` is set. Returns how many it drew."""
+        drawn = 0
+        for exercise in program.exercises:
+            if exercise.media is not None:
+                continue
+            doses = {cache_key(exercise, level.doses.get(exercise.id)):
+                     level.doses.get(exercise.id) for level in program.levels}
+            for key, dose in doses.items():
+                if stop is not None and stop.is_set():
+                    return drawn
+                if not (self.directory / f"{exercise.id}-{key}.gif").exists():
+                    self.path(exercise, dose)
+                    drawn += 1
+        return drawn

@@ -86,6 +86,7 @@ class BotApiServer(FakeApi):
         self._message_ids = itertools.count(1)
         self._query_ids = itertools.count(1)
         self.files: dict[str, bytes] = {}  # file_id -> content, for files uploaded to us
+        self._file_ids = itertools.count(1)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/bot{token}/{method}", self._handle)]
@@ -289,7 +290,7 @@ class BotApiServer(FakeApi):
         if content is not None:
             if not content:
                 raise ApiError(f"Bad Request: there is no {kind} in the request")
-            file_id = f"{kind}-{len(self.files) + 1}"
+            file_id = f"{kind}-{next(self._file_ids)}"
             self.files[file_id] = content
             return self._store(params, kind=kind, content=content, file_id=file_id,
                                text=caption,

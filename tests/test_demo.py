@@ -7,17 +7,29 @@ from __future__ import annotations
 
 import io
 import itertools
+import threading
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageChops
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from conftest import Patient, enrolled
+from bot.channels.console import ConsoleChannel
+from bot.channels.telegram import TelegramChannel
+from bot.delivery import OutboxSender
+from conftest import CLEAN_SCREEN, Patient, enrolled, telegram_settings
 from conversations import demo
+from conversations.clock import ManualClock
 from conversations.demo import RGB, DemoCache, render
 from conversations.engine import Engine
+from conversations.messages import Media, Outbound
 from conversations.program.data import Program, ProgramError, default_program_path, load_program
+from storage.models import MediaUpload, Outbox
+from telegram_server import TOKEN, BotApiServer, Person, Sent
 
 SHIPPED = default_program_path().read_text()
 IDS = [e.id for e in load_program().exercises]
@@ -253,3 +265,98 @@ async def test_the_clinic_media_is_sent_instead_of_the_drawing(
     (shown,) = [r for r in patient.replies if r.media is not None]
     assert shown.media is not None and shown.media.kind == "photo"
     assert shown.media.path == str((tmp_path / "slr.png").resolve())
+
+
+# --- through the Telegram test server ----------------------------------------------------------
+async def _show_me_how(person: Person, label: str) -> list[Sent]:
+    await person.say("/today")
+    (session,) = [m for m in person.new if m.text.startswith("Today's session")]
+    return await person.press(label, session)
+
+
+async def test_telegram_uploads_the_animation_once_then_sends_its_file_id(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession]) -> None:
+    ann = Person(telegram_api, 1401)
+    await ann.say("/start")
+    await ann.answer_all(*CLEAN_SCREEN)
+    label = "Show me how: Straight leg raise with the foot turned out"
+    (first,) = await _show_me_how(ann, label)
+    (upload,) = telegram_api.called("sendAnimation")
+    assert first.kind == "animation" and first.content.startswith(b"GIF89a")
+    assert upload.files["animation"] == first.content and len(first.content) < demo.MAX_BYTES
+    assert first.text.startswith("Straight leg raise with the foot turned out: 3 x 10")
+    async with sessions() as db:
+        (kept,) = (await db.scalars(select(MediaUpload))).all()
+    assert kept.bot == TOKEN.split(":")[0] and kept.file_id == first.file_id
+
+    (second,) = await _show_me_how(ann, label)
+    again = telegram_api.called("sendAnimation")[-1]
+    assert again.files == {} and again.params["animation"] == first.file_id
+    assert second.kind == "animation" and second.file_id == first.file_id
+
+    # Telegram forgot the file (or it was another bot's): uploaded again, the new id kept.
+    telegram_api.files.clear()
+    (third,) = await _show_me_how(ann, label)
+    assert telegram_api.called("sendAnimation")[-1].files["animation"] == first.content
+    async with sessions() as db:
+        (kept,) = (await db.scalars(select(MediaUpload))).all()
+    assert kept.file_id == third.file_id != first.file_id
+
+
+async def test_telegram_sends_the_clinic_photo_instead_when_set(
+        tmp_path: Path, telegram_api: BotApiServer, telegram_bot: TelegramChannel) -> None:
+    path = tmp_path / "program.toml"
+    path.write_text(_with_media(tmp_path, "slr.png", PNG))
+    telegram_bot.engine.program = load_program(path)
+    bob = Person(telegram_api, 1402)
+    await bob.say("/start")
+    await bob.answer_all(*CLEAN_SCREEN)
+    (shown,) = [m for m in await bob.say("/how slr") if m.kind != "text"]
+    assert shown.kind == "photo" and shown.content == PNG
+    assert telegram_api.called("sendAnimation") == []
+    await bob.say("/how 4")
+    assert telegram_api.called("sendPhoto")[-1].params["photo"] == shown.file_id
+
+
+async def test_a_demo_the_platform_refused_for_now_goes_through_the_outbox(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession], clock: ManualClock) -> None:
+    cat = Person(telegram_api, 1403)
+    await cat.say("/start")
+    await cat.answer_all(*CLEAN_SCREEN)
+    telegram_api.fail("sendAnimation", status=429, retry_after=60)  # longer than a reply waits
+    assert [m for m in await cat.say("/how bridge") if m.kind == "animation"] == []
+    async with sessions() as db:
+        (queued,) = (await db.scalars(select(Outbox).where(Outbox.status == "pending"))).all()
+    assert queued.payload["media"]["kind"] == "animation"
+    sender = OutboxSender(sessions, {"telegram": TelegramChannel.deliverer(
+        telegram_settings(telegram_api), sessions)}, clock, rate=28)
+    clock.advance(timedelta(seconds=61))
+    await sender.drain()
+    (sent,) = [m for m in telegram_api.to(1403) if m.kind == "animation"]
+    assert sent.text.startswith("Bridge: 3 x 10") and sent.content.startswith(b"GIF89a")
+    async with sessions() as db:  # the worker kept its file_id for the next time
+        assert await db.scalar(select(MediaUpload.file_id)) == sent.file_id
+
+
+def test_warming_draws_what_is_missing_once_and_stops_when_told(
+        program: Program, tmp_path: Path) -> None:
+    bridge = program.exercise("bridge")
+    small = program.model_copy(update={"exercises": [bridge]})
+    cache = DemoCache(tmp_path)
+    stop = threading.Event()
+    stop.set()
+    assert cache.warm(small, stop) == 0
+    # Level 1 has no bridge (drawn without a dose); levels 2-5 have four different doses.
+    assert cache.warm(small) == 5 and len(list(tmp_path.glob("bridge-*.gif"))) == 5
+    assert cache.warm(small) == 0
+
+
+def test_the_terminal_shows_where_the_demonstration_is(engine: Engine, tmp_path: Path
+                                                       ) -> None:
+    out = io.StringIO()
+    console = ConsoleChannel(engine, "me", stdin=io.StringIO(), stdout=out, files_dir=tmp_path)
+    console.render(Outbound(channel="console", chat_id="me", text="Bridge: 3 x 10",
+                            media=Media(kind="animation", path="/cache/bridge-1.gif", key="k")))
+    assert out.getvalue() == "Bridge: 3 x 10\n(see /cache/bridge-1.gif)\n"
