@@ -90,7 +90,8 @@ class Body:
         return Body({k: v + offset for k, v in self.points.items()})
 
 
-def _leg(prefix: str, trunk: float, leg: Leg, pelvis: np.ndarray) -> dict[str, np.ndarray]:
+def _leg(prefix: str, trunk: float, leg: Leg, pelvis: np.ndarray, foot_len: float
+         ) -> dict[str, np.ndarray]:
     thigh = trunk + 180 - leg.hip
     shank = thigh + leg.knee
     foot = shank - 90 - leg.ankle
@@ -98,20 +99,22 @@ def _leg(prefix: str, trunk: float, leg: Leg, pelvis: np.ndarray) -> dict[str, n
     ankle = knee + SHANK * _unit(shank)
     return {f"{prefix}_knee": knee, f"{prefix}_ankle": ankle,
             f"{prefix}_heel": ankle - HEEL * _unit(foot),
-            f"{prefix}_toe": ankle + FOOT * _unit(foot)}
+            f"{prefix}_toe": ankle + foot_len * _unit(foot)}
 
 
-def body(pose: Pose) -> Body:
+def body(pose: Pose, view: str = "side") -> Body:
     pelvis = np.zeros(2)
     shoulder = pelvis + TRUNK * _unit(pose.trunk)
     # The neck bends where the trunk tips head-down (a bridge): the head stays level.
     neck = pose.trunk if -90 <= pose.trunk <= 90 else math.copysign(90, pose.trunk)
     upper = pose.trunk + 180 - pose.arm.shoulder
+    # Lying on the side seen from the front, the feet point at the viewer: drawn short.
+    foot = FOOT * (0.45 if view == "front" else 1.0)
     elbow = shoulder + UPPER_ARM * _unit(upper)
     points = {"pelvis": pelvis, "shoulder": shoulder, "head": shoulder + NECK * _unit(neck),
               "elbow": elbow, "hand": elbow + FOREARM * _unit(upper - pose.arm.elbow),
-              **_leg("w", pose.trunk, pose.working, pelvis),
-              **_leg("o", pose.trunk, pose.other, pelvis)}
+              **_leg("w", pose.trunk, pose.working, pelvis, foot),
+              **_leg("o", pose.trunk, pose.other, pelvis, foot)}
     return Body(points)
 
 
@@ -137,12 +140,14 @@ def _roller_centre(b: Body, along: float) -> np.ndarray:
 def place(demo: Demo, pose: Pose) -> tuple[Body, dict[str, np.ndarray]]:
     """The pose placed in the picture: resting on the floor (the roller, if any, on it too)
     and held at the demo's anchor, so a stance foot or a back against the wall stays put."""
-    b = body(pose)
+    b = body(pose, demo.view)
     props: dict[str, np.ndarray] = {}
     lowest = _lowest(b)
     if "foam_roller" in demo.props:
         roller = _roller_centre(b, pose.along)
         lowest = min(lowest, roller[1] - ROLLER_R)
+    if demo.anchor == "other_foot":  # standing on it: the stance foot is on the floor
+        lowest = min(b.points[k][1] for k in ("o_heel", "o_toe", "o_ankle")) - LIMB_R
     if demo.view == "above":  # seen from the ceiling: nothing rests on the picture's floor
         lowest = min(p[1] for p in b.points.values()) - 0.25
     dx = {
@@ -327,7 +332,8 @@ class _Canvas:
                         solid_capstyle="butt")
         if "wall" in demo.props:
             left = min(b.points["pelvis"][0] for b, _ in placed) - TRUNK_R
-            ax.add_patch(Rectangle((left - 0.08, 0), 0.08, self.y1, color=COLOURS["wall"],
+            tall = max(b.points["head"][1] for b, _ in placed) + 0.12
+            ax.add_patch(Rectangle((left - 0.08, 0), 0.08, tall, color=COLOURS["wall"],
                                    zorder=1))
         if "chair" in demo.props:
             b = placed[0][0]
@@ -422,6 +428,8 @@ class _Canvas:
         elif "knee_opens" in kinds:
             self.detail_kind = "clam"
             title = "from the feet"
+            ax.plot([-0.9, 0.9], [-0.6, -0.6], color=COLOURS["floor"], lw=3)
+            ax.text(0.55, -0.85, "feet together", ha="center", fontsize=9, color="#444444")
         else:
             self.detail_kind = "foot"
             title = "foot from above"
@@ -484,7 +492,6 @@ class _Canvas:
                     ax.add_patch(arrow)
                     add(arrow)
         elif self.detail_kind == "clam":
-            ax.plot([-0.9, 0.9], [-0.6, -0.6], color=COLOURS["floor"], lw=3)
             opening = math.radians(pose.working.turn_out)
             pivot = (0.55, -0.45)
             thick([pivot[0], -0.6], [pivot[1], pivot[1]], COLOURS["other"])
@@ -493,9 +500,6 @@ class _Canvas:
             dot = Circle(pivot, 0.09, color=COLOURS["body"], zorder=5)
             ax.add_patch(dot)
             add(dot)
-            note = ax.text(0.55, -0.85, "feet together", ha="center", fontsize=9,
-                           color="#444444")
-            add(note)
         else:  # the foot seen from above: heel low in the box, toes forward (up)
             turn = pose.working.turn_out
             heel = (-0.05, -0.55)
@@ -515,7 +519,9 @@ class _Canvas:
             note = ax.text(0, -0.93, f"toes out {round(turn)}°" if turn >= 1 else "straight",
                            ha="center", fontsize=11, color=COLOURS["text"], weight="bold")
             add(note)
-        ax.draw(self.canvas.get_renderer())
+        for artist in sorted(self.detail_artists, key=lambda a: a.get_zorder()):
+            artist.set_animated(True)  # not part of the saved background
+            ax.draw_artist(artist)
 
 
 # A right foot's outline seen from above, heel at (0, 0), toes along +y; in box units.
