@@ -28,6 +28,7 @@ from conversations.demo import RGB, DemoCache, render
 from conversations.engine import Engine
 from conversations.messages import Media, Outbound
 from conversations.program.data import Program, ProgramError, default_program_path, load_program
+from conversations.prompts import prompt_message
 from storage.models import MediaUpload, Outbox
 from telegram_server import TOKEN, BotApiServer, Person, Sent
 
@@ -360,3 +361,20 @@ def test_the_terminal_shows_where_the_demonstration_is(engine: Engine, tmp_path:
     console.render(Outbound(channel="console", chat_id="me", text="Bridge: 3 x 10",
                             media=Media(kind="animation", path="/cache/bridge-1.gif", key="k")))
     assert out.getvalue() == "Bridge: 3 x 10\n(see /cache/bridge-1.gif)\n"
+
+
+async def test_the_daily_prompt_carries_show_me_how_too(engine: Engine) -> None:
+    patient = await enrolled(engine, "how-5")
+    prompt = prompt_message("console", "how-5", 1, 1, engine.program)
+    assert [b.label for b in prompt.buttons[0]] == ["Done", "Partly", "Skipped", "In 1 hour"]
+    shows = [row[0] for row in prompt.buttons[1:]]
+    assert [b.label for b in shows] == [  # level 1: no body-weight squat, no bridge
+        "Show me how: Foam-roll the outer thigh", "Show me how: Stretch the outer thigh",
+        "Show me how: Wall squat squeezing a ball between the knees",
+        "Show me how: Straight leg raise with the foot turned out",
+        "Show me how: Knee extension with the foot turned out",
+        "Show me how: Side-lying hip abduction", "Show me how: Clamshell"]
+    await patient.press_token(shows[2].token)  # valid whatever the conversation is doing
+    (shown,) = patient.replies
+    assert shown.media is not None and shown.text.startswith(
+        "Wall squat squeezing a ball between the knees: 2 x 8, 3 s hold, to 30 deg")

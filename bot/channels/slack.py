@@ -105,10 +105,11 @@ class SlackDeliverer:
                 blocks=blocks + (actions if last else []))
             ts = str(response["ts"])
         media = outbound.media
+        clip = await asyncio.to_thread(read_media, media) if media else None
         for content, filename in ((outbound.image, "kneecoach-chart.png"),
                                   (outbound.document.content if outbound.document else None,
                                    outbound.document.filename if outbound.document else ""),
-                                  (read_media(media) if media else None,  # GIFs play inline
+                                  (clip,  # GIFs play inline
                                    media.path.rsplit("/", 1)[-1] if media else "")):
             if content is not None:
                 await self.client.files_upload_v2(channel=chat, content=content,

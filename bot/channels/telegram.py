@@ -149,7 +149,8 @@ class TelegramDeliverer:
             except BadRequest as exc:  # Telegram no longer knows it: upload again
                 log.info("file_id of %s refused (%s); uploading", media.key, exc.message)
                 await self.media_ids.put(bot, media.key, None)
-        upload = InputFile(read_media(media), filename=media.path.rsplit("/", 1)[-1])
+        content = await asyncio.to_thread(read_media, media)  # a clinic's clip may be 50 MB
+        upload = InputFile(content, filename=media.path.rsplit("/", 1)[-1])
         sent = await method(**kwargs, **{field: upload})
         file_id = _file_id(sent, media.kind)
         if file_id is not None and self.media_ids is not None:
