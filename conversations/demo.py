@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -51,7 +52,6 @@ COLOURS = {
     "body": "#2f4b7c",
     "working": "#f28c28",
     "other": "#9fb3c8",
-    "skin": "#2f4b7c",
     "floor": "#8c8c8c",
     "mat": "#d9e6df",
     "foam_roller": "#1f9e89",
@@ -235,10 +235,6 @@ def frames(demo: Demo, dose: Dose | None) -> list[Frame]:
 
 
 # --- drawing ----------------------------------------------------------------------------------
-def caption(exercise: Exercise, dose: Dose | None) -> str:
-    return exercise.name + (f"\n{dose.describe()}" if dose is not None else "")
-
-
 class _Canvas:
     """One exercise's picture: the static part drawn once, the moving artists per frame.
 
@@ -410,7 +406,7 @@ class _Canvas:
         return round(x), round(self.height - y)
 
     # the small second view
-    def _detail_axes(self) -> object | None:
+    def _detail_axes(self) -> Axes | None:
         kinds = set(self.demo.details)
         if not kinds:
             return None
