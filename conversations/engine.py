@@ -164,10 +164,10 @@ class Engine:
         now = self.clock.now()
         user = await repo.add_user(inbound.channel, inbound.user_id, inbound.chat_id, now)
         state = await repo.state(user.id)
-        # An invite code from a deep link waits in the pending step until consent is given.
-        code = inbound.args[0][:16] if inbound.args else None
         ctx = Ctx(repo=repo, inbound=inbound, user=user, now=now, program=self.program,
-                  flow="idle", answers={"invite": code} if code else {})
+                  flow="idle", answers={})
+        if inbound.args:  # an invite code from a deep link waits until consent is given
+            await staff.hold_invite(ctx, inbound.args[0])
         await self._goto(ctx, state, "onboarding:consent")
         return ctx.replies
 
@@ -280,8 +280,10 @@ class Engine:
     async def _start(self, ctx: Ctx, state: ConversationState) -> None:
         if ctx.inbound.args and ctx.user.consent_at is not None:
             await staff.attach(ctx, ctx.inbound.args[0])
-        elif ctx.inbound.args and state.flow == "onboarding" and state.step == "consent":
-            ctx.answers["invite"] = ctx.inbound.args[0][:16]
+        elif ctx.inbound.args and ctx.user.status == "pending":
+            await staff.hold_invite(ctx, ctx.inbound.args[0])
+            await self._goto(ctx, state, "onboarding:consent")  # keeps the code with the step
+            return
         if ctx.user.status == "staff":
             ctx.say(STAFF_HELP)
             return
@@ -371,6 +373,9 @@ class Engine:
         await self._reask(ctx, state)
 
     async def _stop(self, ctx: Ctx, state: ConversationState) -> None:
+        if ctx.user.status in ("pending", "onboarding"):
+            await self._goto(ctx, state, await account.stop_onboarding(ctx))
+            return
         if await self._needs_enrolment(ctx, state):
             return
         ctx.answers = {}

@@ -101,6 +101,9 @@ class Outbound(BaseModel):
     media: Media | None = None
     # Replace the message with this id (a pressed keyboard) instead of sending a new one.
     edit_message_id: str | None = None
+    # The recipient's data has just been erased: a channel that keeps copies of what it sent
+    # (the terminal's saved files) removes them.
+    forget: bool = False
 
 
 class ButtonToken(BaseModel):

@@ -35,10 +35,24 @@ def prompt_message(channel: Channel, chat_id: str, session_id: int, level: int,
         + howto.buttons(program, level))
 
 
-def check_message(channel: Channel, chat_id: str, session_id: int) -> Outbound:
+def greeting(local: datetime) -> str:
+    """A greeting for the patient's local time of day (the check may come with an evening
+    prompt, or be opened with /today at any hour)."""
+    if 5 <= local.hour < 12:
+        return "Good morning"
+    return "Good afternoon" if 12 <= local.hour < 18 else "Good evening"
+
+
+def check_question(local: datetime) -> str:
+    return (f"{greeting(local)}. How does your knee feel today, since your last session, "
+            "compared with your usual?")
+
+
+def check_message(channel: Channel, chat_id: str, session_id: int, now: datetime,
+                  tz_name: str) -> Outbound:
+    """The next-morning check, greeting by the patient's local time `now`."""
     return Outbound(
-        channel=channel, chat_id=chat_id,
-        text="Good morning. How does your knee feel this morning compared with your usual?",
+        channel=channel, chat_id=chat_id, text=check_question(now.astimezone(zone(tz_name))),
         buttons=_buttons("check", session_id, [("0", "Same or better"),
                                                ("1", "A little worse (+1)"),
                                                ("2", "Clearly worse (+2 or more)")]))

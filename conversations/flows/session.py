@@ -18,8 +18,9 @@ from conversations.program.rules import (
     pain_zone,
     restart_level,
 )
-from conversations.prompts import check_due
+from conversations.prompts import check_due, check_question
 from conversations.questions import Question, choices, pain_scale, yes_no
+from conversations.schedule import zone
 from storage.models import PainReport, ProgressionEvent, Session
 
 KUJALA_EVERY = timedelta(days=28)  # the knee score is asked again every 4 weeks
@@ -147,7 +148,7 @@ async def answer_pain_during(ctx: Ctx, value: str) -> str | None:
 
 def ask_morning_delta(ctx: Ctx) -> Question:
     return choices(
-        "Good morning. How does your knee feel this morning compared with your usual?",
+        check_question(ctx.now.astimezone(zone(ctx.user.timezone or "UTC"))),
         [("0", "Same or better"), ("1", "A little worse (+1)"),
          ("2", "Clearly worse (+2 or more)")])
 
