@@ -8,6 +8,7 @@ import getpass
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from bot.channels.console import FILES_DIR, ConsoleChannel, remove_files
 from bot.delivery import Deliverer
 from bot.settings import Settings, SettingsError, load_settings
 from conversations.clock import SystemClock
+from conversations.demo import DemoCache
 from conversations.engine import Engine
 from conversations.flows.staff import MAX_PERIOD_DAYS, period_of, render, set_coach, user_ref
 from conversations.messages import storable
@@ -142,7 +144,13 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
         raise
     sessions = sessionmaker(database)
     clock = SystemClock()
-    engine = Engine(sessions, program, clock, settings.admin_ids)
+    demos = DemoCache(settings.demo_dir)
+    engine = Engine(sessions, program, clock, settings.admin_ids, demos=demos)
+    # The demonstrations not yet on disk are drawn in the background, so a first "Show me
+    # how" finds them ready (a fraction of a second each, once per program version).
+    drawn = threading.Event()
+    warming = None if args.worker else asyncio.create_task(
+        asyncio.to_thread(demos.warm, program, drawn))
     try:
         if channels == ["console"] and not args.worker:
             await ConsoleChannel(engine, (args.user or getpass.getuser())[:64]).run()
@@ -150,6 +158,9 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
             await _serve(settings, sessions, program, engine, clock,
                          [] if args.worker else channels)
     finally:
+        drawn.set()  # stop drawing: what is missing is drawn when first asked for
+        if warming is not None:
+            await warming
         await database.dispose()
     return 0
 
@@ -167,7 +178,7 @@ async def _serve(settings: Settings, sessions: async_sessionmaker[DbSession], pr
         loop.add_signal_handler(signum, stop.set)
     deliverers: dict[str, Deliverer] = {}
     if settings.telegram_token:
-        deliverers["telegram"] = TelegramChannel.deliverer(settings)
+        deliverers["telegram"] = TelegramChannel.deliverer(settings, sessions)
     if settings.slack_bot_token:
         deliverers["slack"] = SlackChannel.deliverer(settings)
     tasks = [run_worker(settings, sessions, program, deliverers, clock, stop)]

@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conversations.clock import Clock
+from conversations.demo import DemoCache
 from conversations.flow import ERASED, Ctx, Flow
-from conversations.flows import account, onboarding, progress, session, staff
+from conversations.flows import account, howto, onboarding, progress, session, staff
 from conversations.messages import ButtonToken, Inbound, Outbound
 from conversations.program.data import Program
 from conversations.prompts import SNOOZE, prompt_message
@@ -36,6 +37,7 @@ ENROLLED = ("active", "paused", "referred", "stopped")
 HELP = (
     "I am kneecoach, your knee-cap exercise coach.\n"
     "/today - today's exercises and report how it went\n"
+    "/how - see how an exercise is done (/how 1 for the first)\n"
     "/pain - report your knee pain now\n"
     "/progress - your level, sessions and pain so far\n"
     "/settings - change reminder time, days or timezone\n"
@@ -56,6 +58,7 @@ STAFF_HELP = (
 # The command menu a channel shows (Telegram's setMyCommands): the patient's commands.
 MENU: tuple[tuple[str, str], ...] = (
     ("today", "today's exercises; report how it went"),
+    ("how", "see how an exercise is done"),
     ("pain", "report your knee pain now"),
     ("progress", "your chart: sessions, pain, level"),
     ("settings", "reminder time, days or timezone"),
@@ -74,9 +77,10 @@ DB_PATIENCE = 600.0  # seconds an update is held while the database is unreachab
 
 class Engine:
     def __init__(self, sessions: async_sessionmaker[DbSession], program: Program,
-                 clock: Clock, admins: frozenset[tuple[str, str]] = frozenset(), *,
-                 db_patience: float = DB_PATIENCE) -> None:
+                 clock: Clock, admins: frozenset[tuple[str, str]] = frozenset(),
+                 demos: DemoCache | None = None, *, db_patience: float = DB_PATIENCE) -> None:
         self.sessions = sessions
+        self.demos = demos or DemoCache()
         self.db_patience = db_patience
         # Shared by every update in hand: one log line per outage, not one per update.
         self._outage = Outage("updates", log)
@@ -159,7 +163,7 @@ class Engine:
         self._refresh_identity(user, inbound)
         ctx = Ctx(repo=repo, inbound=inbound, user=user, now=now, program=self.program,
                   flow=state.flow, answers=dict(state.answers), admin=admin,
-                  links=self.invite_links)
+                  links=self.invite_links, demos=self.demos)
         if inbound.command is not None:
             command = COMMANDS.get(inbound.command)
             if command is None:
@@ -401,6 +405,14 @@ class Engine:
         ctx.answers = {}
         await self._goto(ctx, state, "stop:confirm")
 
+    async def _how(self, ctx: Ctx, state: ConversationState) -> None:
+        await howto.command(ctx)
+        await self._reask(ctx, state)
+
+    async def _how_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
+                          ) -> None:
+        await howto.press(ctx, token)  # the keyboard stays: the other exercises' buttons
+
     async def _progress(self, ctx: Ctx, state: ConversationState) -> None:
         if await self._needs_enrolment(ctx, state):
             return
@@ -482,6 +494,7 @@ COMMANDS: dict[str, Command] = {
     "help": Engine._help,
     "cancel": Engine._cancel,
     "today": Engine._today,
+    "how": Engine._how,
     "pain": Engine._pain,
     "progress": Engine._progress,
     "settings": Engine._settings,
@@ -499,7 +512,8 @@ COMMANDS: dict[str, Command] = {
     "stats": Engine._stats,
     "export": Engine._export,
 }
-SESSION_BUTTONS = {"prompt": Engine._prompt_button, "check": Engine._prompt_button}
+SESSION_BUTTONS = {"prompt": Engine._prompt_button, "check": Engine._prompt_button,
+                   howto.STEP: Engine._how_button}
 
 
 def _reply(inbound: Inbound, text: str) -> Outbound:

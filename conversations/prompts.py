@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
+from conversations.flows import howto
 from conversations.messages import Button, ButtonToken, Channel, Outbound
 from conversations.program.data import Program
 from conversations.schedule import local_datetime, zone
@@ -28,8 +29,10 @@ def prompt_message(channel: Channel, chat_id: str, session_id: int, level: int,
         channel=channel, chat_id=chat_id,
         text=(f"Time for today's knee exercises (level {level}):\n{lines}\n\nStop any exercise "
               "that causes sharp pain. How did it go?"),
+        # The report's row first, then a "Show me how" per exercise of the level.
         buttons=_buttons("prompt", session_id, [("done", "Done"), ("partial", "Partly"),
-                                                ("skipped", "Skipped"), ("snooze", "In 1 hour")]))
+                                                ("skipped", "Skipped"), ("snooze", "In 1 hour")])
+        + howto.buttons(program, level))
 
 
 def greeting(local: datetime) -> str:

@@ -95,6 +95,8 @@ class ConsoleChannel:
             attachments.append((outbound.document.filename, outbound.document.content))
         if outbound.image is not None:
             attachments.append(("kneecoach-chart.png", outbound.image))
+        if outbound.media is not None:  # a demonstration: open the file to watch it
+            self._write(f"(see {outbound.media.path})")
         for name, content in attachments:
             path = self._file_path(name)
             path.write_bytes(content)

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Literal
 
 from conversations.flow import Ctx, Flow, Step
+from conversations.flows import howto
 from conversations.program.rules import (
     Decision,
     LevelChange,
@@ -73,7 +74,7 @@ async def open_today(ctx: Ctx) -> str | None:
         ctx.say(f"You have already reported today's session ({_STATUS_WORDS[session.status]}). "
                 "Well done for keeping track. /pain reports pain at any time.")
         return None
-    ctx.say(session_text(ctx, session.level))
+    ctx.say(session_text(ctx, session.level), howto.buttons(ctx.program, session.level))
     ctx.answers = {"session_id": session.id}
     return "session:status"
 
