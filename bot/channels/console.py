@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from bot.files import write_private
 from conversations.engine import Engine
 from conversations.messages import Button, Inbound, Outbound
 
@@ -75,7 +76,7 @@ class ConsoleChannel:
             attachments.append(("kneecoach-chart.png", outbound.image))
         for name, content in attachments:
             path = self.files_dir / name
-            path.write_bytes(content)
+            write_private(path, content)
             self._write(f"(saved {path})")
 
     def _write(self, text: str) -> None:
