@@ -21,7 +21,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-_TOKEN = re.compile(r"gAAAAA[A-Za-z0-9_-]{94,}={0,2}")
+_TOKEN = re.compile(r"gAAAAA[A-Za-z0-9_-]{92,}={0,2}")  # 73 bytes or more, in base64
 _CIPHER = "kneecoach_cipher"  # the attribute of an engine's dialect holding its keys
 
 
@@ -73,7 +73,8 @@ def _cipher(dialect: Dialect) -> Cipher | None:
 
 
 def _is_token(value: object) -> bool:
-    return isinstance(value, str) and _TOKEN.fullmatch(value) is not None
+    return (isinstance(value, str) and len(value) % 4 == 0
+            and _TOKEN.fullmatch(value) is not None)
 
 
 def _decrypt(dialect: Dialect, token: str) -> str:
