@@ -93,7 +93,7 @@ async def health_texts(engine: AsyncEngine) -> list[str]:
 
 async def stored_text(url: str, engine: AsyncEngine) -> str:
     """What the database holds, read past kneecoach: the SQLite files' bytes, or every
-    PostgreSQL row as text."""
+    PostgreSQL value as text."""
     if url.startswith("sqlite"):
         await engine.dispose()  # checkpoints the WAL into the file
         path = Path(url.split("///", 1)[1])
@@ -102,8 +102,10 @@ async def stored_text(url: str, engine: AsyncEngine) -> str:
     parts = []
     async with engine.connect() as connection:
         for table in TABLES:
-            rows = await connection.execute(text(f"SELECT t::text FROM {table.name} t"))
-            parts.extend(row[0] for row in rows)
+            for column in table.columns:
+                rows = await connection.execute(
+                    text(f"SELECT {column.name}::text FROM {table.name}"))
+                parts.extend(str(row[0]) for row in rows)
     return "\n".join(parts)
 
 
