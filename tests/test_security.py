@@ -273,6 +273,9 @@ async def seeded(sessions: async_sessionmaker[DbSession], clock: ManualClock
                                 payload={"text": f"{kind} about the knee"}, status="sent",
                                 attempts=1, not_before=now, created_at=now, sent_at=now,
                                 dedupe_key=f"{kind}:u")
+        rows["failed"] = Outbox(user_id=user.id, channel="console", chat_id="u", kind="reply",
+                                payload={"text": "refused"}, status="failed", attempts=4,
+                                not_before=now, created_at=now)
         rows["pending"] = Outbox(user_id=user.id, channel="console", chat_id="u", kind="reply",
                                  payload={"text": "waiting"}, status="pending", attempts=0,
                                  not_before=now, created_at=now)
@@ -296,9 +299,9 @@ async def _left(sessions: async_sessionmaker[DbSession]) -> dict[str, Any]:
 async def test_the_tick_prunes_what_is_past_its_retention(
         sessions: async_sessionmaker[DbSession], program: Program, clock: ManualClock,
         seeded: dict[str, int]) -> None:
-    """Update ids and sent messages go after the retention period (a sent prompt keeps its
-    row, for the statistics, but not its payload), pending messages stay, and audit entries
-    go after the audit period. The prompt counts of the statistics do not change."""
+    """Update ids and sent or failed messages go after the retention period (a sent prompt
+    keeps its row, for the statistics, but not its payload), pending messages stay, and audit
+    entries go after the audit period. The prompt counts of the statistics do not change."""
     scheduler = Scheduler(sessions, program, clock, grace=timedelta(hours=3), batch=2,
                           retention=timedelta(days=90), audit_retention=timedelta(days=365))
     start = clock.now()
