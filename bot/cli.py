@@ -231,9 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_rotate_key(settings))
         if args.command in ("grant", "revoke", "stats", "erase"):
             return asyncio.run(_admin(settings, args))
-        return asyncio.run(_run(settings, program, args))
-    except KeyboardInterrupt:
-        return 0
+        try:
+            return asyncio.run(_run(settings, program, args))
+        except KeyboardInterrupt:
+            return 0
     except UndecryptableData as exc:
         print(f"kneecoach: {exc}", file=sys.stderr)
         return 1
