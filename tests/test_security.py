@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from test_cli import kneecoach
 
 from bot.channels.console import ConsoleChannel
+from bot.files import write_private
 from bot.scheduler import Scheduler
 from conftest import Patient, enrolled
 from conversations.clock import ManualClock
@@ -246,14 +247,23 @@ async def test_sqlite_file_wal_and_shm_are_private(tmp_path: Path, program: Prog
 
 @pytest.mark.usefixtures("open_umask")
 async def test_terminal_files_are_private(tmp_path: Path, engine: Engine) -> None:
-    (tmp_path / "kneecoach-mydata.json").write_bytes(b"{}")  # left open by an older version
     channel = ConsoleChannel(engine, "alice", files_dir=tmp_path)
     for name in ("kneecoach-mydata.json", "kneecoach-stats.csv"):
         channel.render(Outbound(channel="console", chat_id="alice", text="here",
                                 document=Document(filename=name, content=b"data")))
-        assert (mode(tmp_path / name), (tmp_path / name).read_bytes()) == (0o600, b"data")
     channel.render(Outbound(channel="console", chat_id="alice", text="chart", image=b"png"))
-    assert mode(tmp_path / "kneecoach-chart.png") == 0o600
+    folder = tmp_path / "alice"
+    files = sorted(folder.iterdir())
+    assert len(files) == 3 and mode(folder) == 0o700
+    assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
+
+
+def test_private_files_are_tightened_when_they_exist(tmp_path: Path) -> None:
+    path = tmp_path / "kneecoach-mydata.json"
+    path.write_bytes(b"older and longer")
+    path.chmod(0o644)
+    write_private(path, b"new")
+    assert (mode(path), path.read_bytes()) == (0o600, b"new")
 
 
 # --- retention -----------------------------------------------------------------------------
