@@ -64,7 +64,7 @@ class Watch(logging.Handler):
         self.records.append(record)
         self._changed.set()
 
-    async def until(self, predicate: Callable[[], bool], within: float = 30.0) -> None:
+    async def until(self, predicate: Callable[[], bool], within: float = 90.0) -> None:
         async with asyncio.timeout(within):
             while not predicate():
                 self._changed.clear()
@@ -150,9 +150,9 @@ async def test_the_worker_backs_off_through_a_cut_and_sends_when_back(
     assert not worker.done()
     await proxy.restore()
     await telegram_api.wait_for(lambda: any("Time for today's knee exercises" in m.text
-                                            for m in telegram_api.to(1001)), 60)
+                                            for m in telegram_api.to(1001)), 120)
     stop.set()
-    await asyncio.wait_for(worker, 30)
+    await asyncio.wait_for(worker, 90)
     async with sessions() as db:
         statuses = (await db.scalars(select(Outbox.status).filter_by(kind="prompt"))).all()
     assert statuses == ["sent"]
