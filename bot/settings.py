@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     send_rate: float = Field(28, gt=0, le=1000)
     program_file: Path | None = None
     log_level: str = "INFO"
+    # How long start-up retries a platform that does not answer (5xx, timeouts) before exit 1.
+    startup_seconds: float = Field(60, ge=0, le=3600)
 
     @field_validator("database_url")
     @classmethod

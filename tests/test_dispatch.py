@@ -49,7 +49,7 @@ class Platform:
         self.calls = 0
         self.arrived = asyncio.Event()  # set by the first message that arrives
 
-    async def deliver(self, outbound: Outbound) -> str | None:
+    async def deliver(self, outbound: Outbound, start: int = 0) -> str | None:
         self.calls += 1
         error = self.fail(outbound)
         if error is not None:
@@ -348,7 +348,7 @@ from storage.db import create_engine, sessionmaker
 
 class Stuck:
     channel = "console"
-    async def deliver(self, outbound):
+    async def deliver(self, outbound, start=0):
         print("claimed", flush=True)  # the rows are leased; the platform never gets this one
         await asyncio.Event().wait()
 
@@ -422,11 +422,11 @@ async def test_a_hanging_delivery_times_out_and_is_retried(
     await scheduler(sessions, program, clock).tick()
 
     class Hangs(Platform):
-        async def deliver(self, outbound: Outbound) -> str | None:
+        async def deliver(self, outbound: Outbound, start: int = 0) -> str | None:
             if self.calls == 0:
                 self.calls += 1
                 await asyncio.Event().wait()
-            return await super().deliver(outbound)
+            return await super().deliver(outbound, start)
 
     platform = Hangs()
     outbox = sender(sessions, platform, clock, timeout=0.05)
