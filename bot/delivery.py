@@ -61,16 +61,20 @@ class Unexpected(DeliveryError):
 class Deliverer(Protocol):
     channel: str
 
-    async def deliver(self, outbound: Outbound, start: int = 0) -> str | None:
-        """Send (or edit) one message, its parts from `start` on; return the platform's
-        message id when there is one. Raises a DeliveryError kind."""
+    async def deliver(self, outbound: Outbound, start: int = 0,
+                      progress: Progress | None = None) -> str | None:
+        """Send (or edit) one message, its parts from `start` on, awaiting `progress(n)`
+        once n parts are out and more follow; return the platform's message id when there
+        is one. Raises a DeliveryError kind."""
         ...
 
 
 Part = Callable[[], Awaitable[str | None]]
+Progress = Callable[[int], Awaitable[None]]
 
 
-async def send_parts(parts: Sequence[Part], start: int) -> str | None:
+async def send_parts(parts: Sequence[Part], start: int, progress: Progress | None = None
+                     ) -> str | None:
     """Send a message's parts in order from `start`; a failure says how many went out.
     Each part maps its platform's errors to the kinds above; any other error is Unexpected."""
     sent = None
@@ -82,6 +86,8 @@ async def send_parts(parts: Sequence[Part], start: int) -> str | None:
             raise
         except Exception as exc:
             raise Unexpected(repr(exc), n) from exc
+        if progress is not None and n + 1 < len(parts):
+            await progress(n + 1)
     return sent
 
 
@@ -375,8 +381,11 @@ class OutboxSender:
             self.stats["failed"] += 1
             return "done"
         try:
+            async def progress(sent: int) -> None:  # recorded at once: a crash resumes there
+                await self._record(dispatch.record_parts, row, sent)
+
             async with asyncio.timeout(self.timeout):
-                await self.deliverers[row.channel].deliver(outbound, row.parts_sent)
+                await self.deliverers[row.channel].deliver(outbound, row.parts_sent, progress)
         except RetryLater as exc:
             return await self._retry(row, str(exc) or "retry later", exc.retry_after, exc.sent)
         except TimeoutError:

@@ -423,13 +423,23 @@ async def mark_sent(db: DbSession, row: Claimed, now: datetime) -> None:
                      .values(status="sent", sent_at=now, lease_until=None, error=None))
 
 
+def _parts(parts_sent: int | None) -> dict[str, int]:
+    """None: not known here (a timeout); what `record_parts` wrote stands."""
+    return {} if parts_sent is None else {"parts_sent": parts_sent}
+
+
 async def retry_later(db: DbSession, row: Claimed, not_before: datetime, error: str,
                       parts_sent: int | None = None) -> None:
     """Try again from `not_before`, resuming at part `parts_sent` (those before went out)."""
     await db.execute(update(_outbox).where(_held(row))
                      .values(attempts=_outbox.c.attempts + 1, not_before=not_before,
                              lease_until=None, error=error[:ERROR_CHARS],
-                             parts_sent=row.parts_sent if parts_sent is None else parts_sent))
+                             **_parts(parts_sent)))
+
+
+async def record_parts(db: DbSession, row: Claimed, parts_sent: int) -> None:
+    """The first `parts_sent` parts of the row's message went out: never send them again."""
+    await db.execute(update(_outbox).where(_held(row)).values(parts_sent=parts_sent))
 
 
 async def mark_failed(db: DbSession, row: Claimed, error: str, parts_sent: int | None = None
@@ -437,7 +447,7 @@ async def mark_failed(db: DbSession, row: Claimed, error: str, parts_sent: int |
     await db.execute(update(_outbox).where(_held(row))
                      .values(status="failed", attempts=_outbox.c.attempts + 1,
                              lease_until=None, error=error[:ERROR_CHARS],
-                             parts_sent=row.parts_sent if parts_sent is None else parts_sent))
+                             **_parts(parts_sent)))
 
 
 async def chat_waiting(db: DbSession, channel: str, chat_id: str, now: datetime) -> bool:

@@ -711,3 +711,20 @@ async def test_updates_fetched_but_not_handled_when_killed_are_answered_after_a_
         if second.returncode is None:
             second.kill()
             await second.wait()
+
+
+async def test_each_part_is_recorded_as_it_goes_so_a_hang_part_way_resends_none(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession], clock: ManualClock) -> None:
+    body = "\n".join(f"Line {n}: roll the outer thigh slowly" for n in range(400))
+    first, *rest = split_text(body, 4096)
+    await queue(sessions, clock, "1111", body)
+    telegram_api.fail("sendMessage", times=1, after=1, status=500, delay=1.0)
+    sender = OutboxSender(sessions, {"telegram": telegram_bot.deliverer}, clock, rate=28,
+                          timeout=0.5)  # the second part outlasts the sender's patience
+    await drain_until_settled(sender, clock, sessions)
+    texts = [m.text for m in telegram_api.to(1111)]
+    assert texts == [first, *rest]
+    async with sessions() as db:
+        (row,) = (await db.scalars(select(Outbox))).all()
+    assert (row.status, row.attempts) == ("sent", 1)

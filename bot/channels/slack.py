@@ -27,6 +27,7 @@ from bot.channels import at_start
 from bot.delivery import (
     Blocked,
     Part,
+    Progress,
     RetryLater,
     Undeliverable,
     fit,
@@ -95,8 +96,9 @@ class SlackDeliverer:
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
 
-    async def deliver(self, outbound: Outbound, start: int = 0) -> str | None:
-        return await send_parts(self._parts(outbound), start)
+    async def deliver(self, outbound: Outbound, start: int = 0,
+                      progress: Progress | None = None) -> str | None:
+        return await send_parts(self._parts(outbound), start, progress)
 
     async def _call(self, method: Callable[..., Awaitable[Any]], **kwargs: Any) -> str | None:
         """One Web API call, its failure as one of the delivery kinds."""

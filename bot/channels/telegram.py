@@ -43,7 +43,9 @@ from telegram.request import HTTPXRequest
 from bot.channels import StartupError, at_start
 from bot.delivery import (
     Blocked,
+    DeliveryError,
     Part,
+    Progress,
     RetryLater,
     Undeliverable,
     fit,
@@ -103,8 +105,9 @@ class TelegramDeliverer:
     def __init__(self, bot: ExtBot[None]) -> None:
         self.bot = bot
 
-    async def deliver(self, outbound: Outbound, start: int = 0) -> str | None:
-        return await send_parts(self._parts(outbound), start)
+    async def deliver(self, outbound: Outbound, start: int = 0,
+                      progress: Progress | None = None) -> str | None:
+        return await send_parts(self._parts(outbound), start, progress)
 
     def _parts(self, outbound: Outbound) -> list[Part]:
         chat = int(outbound.chat_id) if outbound.chat_id.lstrip("-").isdigit() else (
@@ -351,7 +354,7 @@ class TelegramChannel:
             try:
                 await self.deliverer.deliver(Outbound(channel="telegram", chat_id=str(chat.id),
                                                       text=PRIVATE_ONLY))
-            except (RetryLater, Blocked, Undeliverable) as exc:
+            except DeliveryError as exc:
                 log.info("could not tell group %s: %s", chat.id, exc)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -363,5 +366,5 @@ class TelegramChannel:
         try:
             await self.deliverer.deliver(Outbound(channel="telegram", chat_id=str(chat.id),
                                                   text=APOLOGY))
-        except (RetryLater, Blocked, Undeliverable) as exc:
+        except DeliveryError as exc:
             log.info("could not apologise in chat %s: %s", chat.id, exc)
