@@ -198,3 +198,15 @@ async def test_long_slack_texts_split_by_utf16_length_with_no_empty_section(
     assert "".join(b["text"]["text"] for b in posted.blocks) == emoji
     (spaced,) = slack_api.to("D2")
     assert [b["text"]["text"] for b in spaced.blocks] == ["a", "b"]
+
+
+async def test_show_me_how_uploads_the_demonstration_gif(
+        slack_api: SlackServer, slack_url: str) -> None:
+    hal = SlackPerson(slack_api, slack_url, "U0HAL")
+    await onboard(hal)
+    await hal.say("/how clamshell")
+    (gif,) = [(name, content) for channel, name, content in slack_api.files
+              if channel == hal.channel]
+    assert gif[0].startswith("clamshell-") and gif[0].endswith(".gif")
+    assert gif[1].startswith(b"GIF89a")
+    assert "Clamshell: 3 x 15" in hal.text

@@ -35,9 +35,10 @@ from bot.delivery import (
     send_replies,
     split_text,
 )
+from bot.media import read_media
 from bot.settings import Settings
 from conversations.engine import Engine
-from conversations.messages import Inbound, Outbound
+from conversations.messages import Inbound, Media, Outbound
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def _failure(exc: SlackApiError) -> Exception:
 class SlackDeliverer:
     """Sends one `Outbound` through the Web API, for replies and the outbox sender alike. A
     message's parts: its text in messages of up to 50 sections (the buttons on the last),
-    then the chart, then the file."""
+    then the chart, the file, the demonstration clip."""
 
     channel = "slack"
 
@@ -139,7 +140,15 @@ class SlackDeliverer:
                 parts.append(functools.partial(
                     self._call, self.client.files_upload_v2, channel=chat, content=content,
                     filename=filename, title=filename))
+        if outbound.media is not None:  # GIFs play inline
+            parts.append(functools.partial(self._upload_clip, chat, outbound.media))
         return parts
+
+    async def _upload_clip(self, chat: str, media: Media) -> str | None:
+        content = await asyncio.to_thread(read_media, media)  # read when its turn comes
+        filename = media.path.rsplit("/", 1)[-1]
+        return await self._call(self.client.files_upload_v2, channel=chat, content=content,
+                                filename=filename, title=filename)
 
 
 def _client(settings: Settings) -> AsyncWebClient:

@@ -17,6 +17,8 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlparse
 
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram import (
     BotCommand,
     ChatMember,
@@ -53,6 +55,7 @@ from bot.delivery import (
     send_replies,
     split_text,
 )
+from bot.media import MediaIds, read_media
 from bot.settings import Settings
 from conversations.engine import MENU, Engine
 from conversations.messages import Inbound, Outbound
@@ -63,6 +66,7 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 TEXT_LIMIT = 4096  # UTF-16 units in one Telegram message
+CAPTION_LIMIT = 1024  # UTF-16 units in a photo's, animation's or video's caption
 UPDATES = ["message", "callback_query", "my_chat_member"]
 APOLOGY = "Sorry, something went wrong on my side. Please try again in a moment."
 PRIVATE_ONLY = ("I only talk in private chats, to keep your health data private. Open a chat "
@@ -98,12 +102,14 @@ def _failure(exc: TelegramError) -> Exception:
 class TelegramDeliverer:
     """Sends one `Outbound` through the Bot API, for replies and the outbox sender alike. A
     message's parts: its text in pieces of at most 4096 UTF-16 units, then the chart, then the
-    file (the keyboard rides on the last text piece)."""
+    file (the keyboard rides on the last text piece); a demonstration clip is one part, with
+    its caption."""
 
     channel = "telegram"
 
-    def __init__(self, bot: ExtBot[None]) -> None:
+    def __init__(self, bot: ExtBot[None], media_ids: MediaIds | None = None) -> None:
         self.bot = bot
+        self.media_ids = media_ids
 
     async def deliver(self, outbound: Outbound, start: int = 0,
                       progress: Progress | None = None) -> str | None:
@@ -121,6 +127,8 @@ class TelegramDeliverer:
             # only take the keyboard off
             return [lambda: self._call(self.bot.edit_message_reply_markup, chat, message_id,
                                        reply_markup=None)]
+        if outbound.media is not None:  # one part: the clip with its caption and keyboard
+            return [functools.partial(self._call, self._send_media, chat, outbound)]
         texts = split_text(outbound.text, TEXT_LIMIT)
         parts: list[Part] = [
             functools.partial(self._call, self.bot.send_message, chat_id=chat, text=text,
@@ -136,6 +144,31 @@ class TelegramDeliverer:
                 document=InputFile(document.content, filename=document.filename)))
         return parts
 
+    async def _send_media(self, chat: int | str, outbound: Outbound) -> str:
+        """A picture or clip with its caption: by the file_id of this bot's earlier upload
+        when there is one, else uploaded, and its file_id kept for next time."""
+        media = outbound.media
+        assert media is not None
+        name, field = _MEDIA_SENDS[media.kind]
+        method = getattr(self.bot, name)
+        kwargs = {"chat_id": chat, "caption": fit(outbound.text, CAPTION_LIMIT) or None,
+                  "reply_markup": _keyboard(outbound)}
+        bot = self.bot.token.split(":", 1)[0]  # the bot's id: file_ids are per bot
+        known = await self.media_ids.get(bot, media.key) if self.media_ids else None
+        if known is not None and self.media_ids is not None:
+            try:
+                return str((await method(**kwargs, **{field: known})).message_id)
+            except BadRequest as exc:  # Telegram no longer knows it: upload again
+                log.info("file_id of %s refused (%s); uploading", media.key, exc.message)
+                await self.media_ids.put(bot, media.key, None)
+        content = await asyncio.to_thread(read_media, media)  # a clinic's clip may be 50 MB
+        upload = InputFile(content, filename=media.path.rsplit("/", 1)[-1])
+        sent = await method(**kwargs, **{field: upload})
+        file_id = _file_id(sent, media.kind)
+        if file_id is not None and self.media_ids is not None:
+            await self.media_ids.put(bot, media.key, file_id)
+        return str(sent.message_id)
+
     @staticmethod
     async def _call(method: Any, *args: Any, **kwargs: Any) -> str | None:
         """One Bot API call, its failure as one of the delivery kinds."""
@@ -147,7 +180,9 @@ class TelegramDeliverer:
             raise _failure(exc) from exc
         except TelegramError as exc:
             raise _failure(exc) from exc
-        return str(answer.message_id) if isinstance(answer, Message) else None
+        if isinstance(answer, Message):
+            return str(answer.message_id)
+        return answer if isinstance(answer, str) else None
 
 
 def _rejected_token(exc: Exception) -> str | None:
@@ -155,6 +190,17 @@ def _rejected_token(exc: Exception) -> str | None:
     quotes the token, so it is not repeated."""
     return "the bot token was not accepted (401 Unauthorized)" if isinstance(
         exc, InvalidToken) else None
+
+
+_MEDIA_SENDS = {"animation": ("send_animation", "animation"), "video": ("send_video", "video"),
+                "photo": ("send_photo", "photo")}
+
+
+def _file_id(sent: Message, kind: str) -> str | None:
+    if kind == "photo":
+        return sent.photo[-1].file_id if sent.photo else None
+    found = sent.video if kind == "video" else sent.animation or sent.document
+    return found.file_id if found is not None else None
 
 
 class PerChat(BaseUpdateProcessor):
@@ -208,7 +254,7 @@ class TelegramChannel:
             .get_updates_request(_bot_request(poll_timeout + 10.0))
             .concurrent_updates(PerChat(256))
             .build())
-        self.deliverer = TelegramDeliverer(self.app.bot)
+        self.deliverer = TelegramDeliverer(self.app.bot, MediaIds(engine.sessions, engine.clock))
         self.app.add_handler(MessageHandler(
             filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE, self._on_message))
         self.app.add_handler(CallbackQueryHandler(self._on_press))
@@ -220,15 +266,18 @@ class TelegramChannel:
         self._fetched = 0  # the highest update id fetched
 
     @staticmethod
-    def deliverer(settings: Settings) -> TelegramDeliverer:
-        """A deliverer for the outbox sender alone (a worker process polls no updates)."""
+    def deliverer(settings: Settings, sessions: async_sessionmaker[DbSession] | None = None
+                  ) -> TelegramDeliverer:
+        """A deliverer for the outbox sender alone (a worker process polls no updates);
+        with `sessions`, uploads are re-sent by the file_id kept in the database."""
         if settings.telegram_token is None:
             raise ValueError("KNEECOACH_TELEGRAM_TOKEN is not set")
         root = settings.telegram_api_url.rstrip("/")
         return TelegramDeliverer(ExtBot(settings.telegram_token.get_secret_value(),
                                         base_url=f"{root}/bot",
                                         base_file_url=f"{root}/file/bot",
-                                        request=_bot_request(10.0)))
+                                        request=_bot_request(10.0)),
+                                 MediaIds(sessions) if sessions is not None else None)
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
