@@ -10,11 +10,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from bot import logs
 from bot.delivery import Deliverer
 from bot.settings import Settings, SettingsError, load_settings
 from conversations.clock import SystemClock
@@ -46,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="run only the scheduler tick and the sender, no chat")
     run.add_argument("--user", default=None,
                      help="terminal channel: who you are (default: your login name)")
+    run.add_argument("--log-file", type=Path, default=None,
+                     help="terminal channel: where logs go (default: kneecoach.log beside the "
+                          "database), never onto the chat's screen")
     commands.add_parser("migrate", help="bring the database schema up to date")
     for verb in ("grant", "revoke"):
         role = commands.add_parser(verb, help=f"{verb} the coach role (admins' command line)")
@@ -58,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
         "erase", help="erase everything held about a patient (a written erasure request)")
     erase.add_argument("user", help="channel:user id, e.g. telegram:123456")
     return parser
+
+
+def _beside_database(url: str) -> Path:
+    """kneecoach.log in the SQLite file's folder (the working directory for PostgreSQL)."""
+    path = url.partition(":///")[2].partition("?")[0] if is_sqlite(url) else ""
+    return (Path(path).parent if path and path != ":memory:" else Path()) / "kneecoach.log"
 
 
 def _channels(settings: Settings, chosen: str | None) -> list[str]:
@@ -91,6 +102,7 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
         if channels == ["console"] and not args.worker:
             from bot.channels.console import ConsoleChannel
 
+            log.info("kneecoach running: console")
             await ConsoleChannel(engine, args.user or getpass.getuser()).run()
         else:
             await _serve(settings, sessions, program, engine, clock,
@@ -189,8 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, ProgramError) as exc:
         print(f"kneecoach: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console = args.command == "run" and not args.worker and _channels(
+        settings, args.channel) == ["console"]
+    logs.setup(settings.log_level, settings.log_format, settings.secrets,
+               file=(args.log_file or _beside_database(settings.database_url)) if console
+               else None)
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
     if args.command in ("grant", "revoke", "stats", "erase"):

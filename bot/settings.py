@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,7 @@ class Settings(BaseSettings):
     send_rate: float = Field(28, gt=0, le=1000)
     program_file: Path | None = None
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("database_url")
     @classmethod
@@ -69,6 +71,13 @@ class Settings(BaseSettings):
         """(channel, channel user id) pairs: role checks go by id, never by display name."""
         pairs = (item.strip().partition(":") for item in self.admins.split(",") if item.strip())
         return frozenset((channel, user_id) for channel, _, user_id in pairs)
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every value that must never reach a log."""
+        return [s.get_secret_value() for s in (
+            self.telegram_token, self.telegram_webhook_secret, self.slack_bot_token,
+            self.slack_signing_secret, self.slack_app_token) if s is not None]
 
     @property
     def listen_host_port(self) -> tuple[str, int]:

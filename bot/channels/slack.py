@@ -22,6 +22,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import logs
 from bot.delivery import Blocked, RetryLater, Undeliverable, send_replies, split_text
 from bot.settings import Settings
 from conversations.engine import Engine
@@ -197,8 +198,9 @@ class SlackChannel:
                 self._idle.set()
 
     async def _handle(self, inbound: Inbound) -> None:
-        replies = await self.engine.handle(inbound)
-        await send_replies(self.deliverer, self.engine, inbound, replies)
+        with logs.handling(inbound.channel, inbound.user_id, inbound.update_id):
+            replies = await self.engine.handle(inbound)
+            await send_replies(self.deliverer, self.engine, inbound, replies)
 
     async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         if (event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id")

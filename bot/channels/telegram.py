@@ -37,6 +37,7 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
+from bot import logs
 from bot.delivery import Blocked, RetryLater, Undeliverable, send_replies, split_text
 from bot.settings import Settings
 from conversations.engine import MENU, Engine
@@ -238,8 +239,9 @@ class TelegramChannel:
 
     # --- updates -------------------------------------------------------------------------
     async def _handle(self, inbound: Inbound) -> None:
-        replies = await self.engine.handle(inbound)
-        await send_replies(self.deliverer, self.engine, inbound, replies)
+        with logs.handling(inbound.channel, inbound.user_id, inbound.update_id):
+            replies = await self.engine.handle(inbound)
+            await send_replies(self.deliverer, self.engine, inbound, replies)
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user = update.message, update.effective_user
