@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storage.crypto import parse_keys
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -32,8 +34,14 @@ class Settings(BaseSettings):
     grace_minutes: int = Field(180, ge=0, le=24 * 60)
     send_rate: float = Field(28, gt=0, le=1000)
     program_file: Path | None = None
+    # Where the exercises' demonstration GIFs are kept (drawn once per program version).
+    demo_dir: Path | None = None
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # Fernet keys, newest first: health data is encrypted at rest (storage/crypto.py).
+    encryption_keys: SecretStr | None = None
+    retention_days: int = Field(90, ge=1, le=36500)  # update ids, sent messages
+    audit_retention_days: int = Field(365, ge=1, le=36500)
 
     @field_validator("database_url")
     @classmethod
@@ -66,6 +74,18 @@ class Settings(BaseSettings):
             raise ValueError(f"one of {', '.join(LOG_LEVELS)}")
         return value.upper()
 
+    @field_validator("encryption_keys")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_keys(value.get_secret_value())
+        return value
+
+    @property
+    def keys(self) -> list[str]:
+        """The encryption keys, newest first (empty: health data stored in plain text)."""
+        return parse_keys(self.encryption_keys.get_secret_value()) if self.encryption_keys else []
+
     @property
     def admin_ids(self) -> frozenset[tuple[str, str]]:
         """(channel, channel user id) pairs: role checks go by id, never by display name."""
@@ -77,7 +97,9 @@ class Settings(BaseSettings):
         """Every value that must never reach a log."""
         return [s.get_secret_value() for s in (
             self.telegram_token, self.telegram_webhook_secret, self.slack_bot_token,
-            self.slack_signing_secret, self.slack_app_token) if s is not None]
+            self.slack_signing_secret, self.slack_app_token) if s is not None] + [
+            key.strip() for key in (self.encryption_keys.get_secret_value().split(",")
+                                    if self.encryption_keys else ()) if key.strip()]
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
