@@ -21,7 +21,7 @@ from bot import logs
 from bot.channels.console import FILES_DIR, ConsoleChannel, remove_files
 from bot.delivery import Deliverer
 from bot.settings import Settings, SettingsError, load_settings
-from conversations.clock import SystemClock
+from conversations.clock import Clock, SystemClock
 from conversations.demo import DemoCache
 from conversations.engine import Engine
 from conversations.flows.staff import MAX_PERIOD_DAYS, period_of, render, user_ref
@@ -150,8 +150,8 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
             log.info("kneecoach running: console")
             await ConsoleChannel(engine, args.user or getpass.getuser()).run()
         else:
-            await _serve(settings, sessions, program, engine, clock,
-                         [] if args.worker else channels)
+            return await _serve(settings, sessions, program, engine, clock,
+                                [] if args.worker else channels)
     finally:
         drawn.set()  # stop drawing: what is missing is drawn when first asked for
         if warming is not None:
@@ -161,28 +161,53 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
 
 
 async def _serve(settings: Settings, sessions: async_sessionmaker[DbSession], program: Program,
-                 engine: Engine, clock: SystemClock, channels: list[str]) -> None:
-    """Chat channels plus the scheduler and sender, until SIGTERM or SIGINT."""
-    from bot.channels.slack import SlackChannel
-    from bot.channels.telegram import TelegramChannel
-    from bot.scheduler import run_worker
-
+                 engine: Engine, clock: SystemClock, channels: list[str]) -> int:
+    """`serve` until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    host, port = settings.listen_host_port
+    try:
+        await serve(settings, sessions, program, engine, clock, channels, stop)
+    except OSError as exc:  # only the web server's bind raises it this far
+        print(f"kneecoach: cannot listen on {host}:{port} (KNEECOACH_LISTEN): {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+async def serve(settings: Settings, sessions: async_sessionmaker[DbSession], program: Program,
+                engine: Engine, clock: Clock, channels: list[str], stop: asyncio.Event) -> None:
+    """Chat channels, the scheduler and sender, and the one web server (webhooks, Slack
+    events, /healthz, /metrics), until `stop` is set."""
+    from bot.channels.slack import SlackChannel
+    from bot.channels.telegram import TelegramChannel
+    from bot.metrics import Heartbeat
+    from bot.scheduler import run_worker
+    from bot.web import WebServer
+
+    heartbeat = Heartbeat(clock)
+    server = WebServer(*settings.listen_host_port, sessions=sessions, heartbeat=heartbeat,
+                       tick_seconds=settings.tick_seconds)
     deliverers: dict[str, Deliverer] = {}
     if settings.telegram_token:
         deliverers["telegram"] = TelegramChannel.deliverer(settings, sessions)
     if settings.slack_bot_token:
         deliverers["slack"] = SlackChannel.deliverer(settings)
-    tasks = [run_worker(settings, sessions, program, deliverers, clock, stop)]
+    chats: list[TelegramChannel | SlackChannel] = []
     if "telegram" in channels:
-        tasks.append(_until(TelegramChannel(settings, engine), stop))
+        chats.append(TelegramChannel(settings, engine, server=server))
     if "slack" in channels:
-        tasks.append(_until(SlackChannel(settings, engine), stop))
-    log.info("kneecoach running: %s", ", ".join(channels) or "worker only")
-    await asyncio.gather(*tasks)
+        chats.append(SlackChannel(settings, engine, server=server))
+    await server.start()  # routes are all added: the router is frozen from here
+    try:
+        log.info("kneecoach running: %s", ", ".join(channels) or "worker only")
+        await asyncio.gather(run_worker(settings, sessions, program, deliverers, clock, stop,
+                                        heartbeat),
+                             *(_until(chat, stop) for chat in chats))
+    finally:
+        await server.stop()
 
 
 async def _until(channel: TelegramChannel | SlackChannel, stop: asyncio.Event) -> None:

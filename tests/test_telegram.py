@@ -371,6 +371,7 @@ async def test_kneecoach_run_with_a_token_serves_telegram_and_stops_cleanly_on_s
         telegram_api: BotApiServer, tmp_path: Path) -> None:
     env = {**os.environ, "KNEECOACH_TELEGRAM_TOKEN": TOKEN,
            "KNEECOACH_TELEGRAM_API_URL": telegram_api.root,
+           "KNEECOACH_LISTEN": f"127.0.0.1:{free_port()}",  # /healthz is served in polling too
            "KNEECOACH_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
            "PYTHONPATH": str(ROOT)}
     process = await asyncio.create_subprocess_exec(

@@ -2,8 +2,9 @@
 `/kneecoach <command>` slash command become `Inbound`; `Outbound` becomes Block Kit. No flow
 logic lives here.
 
-HTTP on KNEECOACH_LISTEN at /slack/events, where bolt checks the signing secret (a bad
-signature or a timestamp over 5 minutes old: 401, nothing handled); Socket Mode when
+HTTP at /slack/events on the process's one web server (bot/web.py), where bolt checks the
+signing secret (a bad signature or a timestamp over 5 minutes old: 401, nothing handled);
+Socket Mode when
 KNEECOACH_SLACK_APP_TOKEN is set. Bolt acknowledges each request before the work is done. One
 user's requests are handled in the order they came; a retried event (same event id) is dropped
 by the engine."""
@@ -22,10 +23,11 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import logs
+from bot import logs, metrics
 from bot.delivery import Blocked, RetryLater, Undeliverable, send_replies, split_text
 from bot.media import read_media
 from bot.settings import Settings
+from bot.web import WebServer
 from conversations.engine import Engine
 from conversations.messages import Inbound, Outbound
 
@@ -128,7 +130,10 @@ def _client(settings: Settings) -> AsyncWebClient:
 class SlackChannel:
     """The bolt app: listeners turn Slack's requests into `Inbound` for the engine."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(self, settings: Settings, engine: Engine, *,
+                 server: WebServer | None = None) -> None:
+        """`server`: the process's web server for /slack/events; without one, HTTP mode
+        starts a server of its own."""
         secret = settings.slack_signing_secret
         if secret is None and settings.slack_app_token is None:
             raise ValueError("KNEECOACH_SLACK_SIGNING_SECRET is needed for Slack over HTTP")
@@ -147,8 +152,12 @@ class SlackChannel:
         self._users: dict[str, tuple[asyncio.Lock, int]] = {}
         self._idle = asyncio.Event()  # set while no request is in hand
         self._idle.set()
-        self._runner: web.AppRunner | None = None
         self._socket: Any = None
+        self._own_server: WebServer | None = None
+        if settings.slack_app_token is None:
+            if server is None:
+                server = self._own_server = WebServer(*settings.listen_host_port)
+            server.add_post("/slack/events", self._http)
 
     @staticmethod
     def deliverer(settings: Settings) -> SlackDeliverer:
@@ -165,19 +174,15 @@ class SlackChannel:
             await self._socket.connect_async()
             log.info("slack: socket mode")
             return
-        web_app = web.Application()
-        web_app.router.add_post("/slack/events", self._http)
-        self._runner = web.AppRunner(web_app, access_log=None)
-        await self._runner.setup()
-        host, port = self.settings.listen_host_port
-        await web.TCPSite(self._runner, host, port).start()
-        log.info("slack: HTTP on %s:%s/slack/events", host, port)
+        if self._own_server is not None:
+            await self._own_server.start()
+        log.info("slack: HTTP at /slack/events")
 
     async def stop(self) -> None:
         if self._socket is not None:
             await self._socket.close_async()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._own_server is not None:
+            await self._own_server.stop()
         await self._idle.wait()  # requests already acknowledged are finished
 
     async def _http(self, request: web.Request) -> web.Response:
@@ -203,7 +208,8 @@ class SlackChannel:
                 self._idle.set()
 
     async def _handle(self, inbound: Inbound) -> None:
-        with logs.handling(inbound.channel, inbound.user_id, inbound.update_id):
+        with (logs.handling(inbound.channel, inbound.user_id, inbound.update_id),
+              metrics.handling(inbound.channel)):
             replies = await self.engine.handle(inbound)
             await send_replies(self.deliverer, self.engine, inbound, replies)
 
@@ -223,6 +229,7 @@ class SlackChannel:
         user, channel = str(body["user"]["id"]), str(body.get("channel", {}).get("id", ""))
         message = body.get("message") or {}
         ts = message.get("ts")
+        update_id = f"action:{action.get('action_ts') or ts}"
         if not channel or not action.get("value"):
             return
 
@@ -236,7 +243,7 @@ class SlackChannel:
                     log.info("could not take the buttons off %s: %s", ts, exc)
             await self._handle(Inbound(
                 channel="slack", user_id=user, chat_id=channel, button=str(action["value"]),
-                update_id=f"action:{action.get('action_ts') or ts}", message_id=ts))
+                update_id=update_id, message_id=ts))
 
         await self._in_order(user, work)
 
