@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +38,7 @@ SECTION_CHARS = 3000  # Slack's limit for a section's text
 BLOCKS_PER_MESSAGE = 50
 BUTTONS_PER_ROW = 25  # elements in one actions block
 ACTION = re.compile(r"^kc_")
+PRESSES_KEPT = 10_000
 BLOCKED = {"channel_not_found", "is_archived", "account_inactive", "not_in_channel",
            "user_disabled", "cannot_dm_bot", "messages_tab_disabled"}
 
@@ -153,6 +155,7 @@ class SlackChannel:
         self._idle = asyncio.Event()  # set while no request is in hand
         self._idle.set()
         self._socket: Any = None
+        self._presses: OrderedDict[str, None] = OrderedDict()  # recent press ids, oldest first
         self._own_server: WebServer | None = None
         if settings.slack_app_token is None:
             if server is None:
@@ -230,7 +233,7 @@ class SlackChannel:
         message = body.get("message") or {}
         ts = message.get("ts")
         update_id = f"action:{action.get('action_ts') or ts}"
-        if not channel or not action.get("value"):
+        if not channel or not action.get("value") or not self._first_press(update_id):
             return
 
         async def work() -> None:
@@ -246,6 +249,17 @@ class SlackChannel:
                 update_id=update_id, message_id=ts))
 
         await self._in_order(user, work)
+
+    def _first_press(self, update_id: str) -> bool:
+        """False for a press redelivered to this process (Socket Mode resends an envelope
+        whose acknowledgement it missed): taking the buttons off again would put the stale
+        copy of the message over the answer shown in it. The engine drops the rest."""
+        if update_id in self._presses:
+            return False
+        self._presses[update_id] = None
+        if len(self._presses) > PRESSES_KEPT:
+            self._presses.popitem(last=False)
+        return True
 
     async def _on_command(self, ack: Callable[..., Awaitable[None]], command: dict[str, Any],
                           client: AsyncWebClient) -> None:
