@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from bot import logs
+from bot.channels import StartupError
 from bot.channels.console import FILES_DIR, ConsoleChannel, remove_files
 from bot.delivery import Deliverer
 from bot.settings import Settings, SettingsError, load_settings
@@ -150,8 +151,11 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
             log.info("kneecoach running: console")
             await ConsoleChannel(engine, args.user or getpass.getuser()).run()
         else:
-            return await _serve(settings, sessions, program, engine, clock,
-                                [] if args.worker else channels)
+            await _serve(settings, sessions, program, engine, clock,
+                         [] if args.worker else channels)
+    except StartupError as exc:  # a platform refused or did not answer: one line, no trace
+        print(f"kneecoach: {exc}", file=sys.stderr)
+        return exc.exit_code
     finally:
         drawn.set()  # stop drawing: what is missing is drawn when first asked for
         if warming is not None:
@@ -161,20 +165,13 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
 
 
 async def _serve(settings: Settings, sessions: async_sessionmaker[DbSession], program: Program,
-                 engine: Engine, clock: SystemClock, channels: list[str]) -> int:
+                 engine: Engine, clock: SystemClock, channels: list[str]) -> None:
     """`serve` until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    host, port = settings.listen_host_port
-    try:
-        await serve(settings, sessions, program, engine, clock, channels, stop)
-    except OSError as exc:  # only the web server's bind raises it this far
-        print(f"kneecoach: cannot listen on {host}:{port} (KNEECOACH_LISTEN): {exc.strerror}",
-              file=sys.stderr)
-        return 1
-    return 0
+    await serve(settings, sessions, program, engine, clock, channels, stop)
 
 
 async def serve(settings: Settings, sessions: async_sessionmaker[DbSession], program: Program,
@@ -200,19 +197,32 @@ async def serve(settings: Settings, sessions: async_sessionmaker[DbSession], pro
         chats.append(TelegramChannel(settings, engine, server=server))
     if "slack" in channels:
         chats.append(SlackChannel(settings, engine, server=server))
-    await server.start()  # routes are all added: the router is frozen from here
+    try:  # routes are all added: the router is frozen from here
+        await server.start()
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {settings.listen} (KNEECOACH_LISTEN): "
+                           f"{exc.strerror}", 1) from None
     try:
+        started: list[TelegramChannel | SlackChannel] = []
+        try:  # every channel is up (or start-up fails) before any work begins
+            for chat in chats:
+                await chat.start()
+                started.append(chat)
+        except StartupError:
+            for chat in started:
+                await chat.stop()
+            raise
         log.info("kneecoach running: %s", ", ".join(channels) or "worker only")
         await asyncio.gather(run_worker(settings, sessions, program, deliverers, clock, stop,
                                         heartbeat),
-                             *(_until(chat, stop) for chat in chats))
+                             *(_until(chat, stop) for chat in started))
     finally:
         await server.stop()
 
 
 async def _until(channel: TelegramChannel | SlackChannel, stop: asyncio.Event) -> None:
-    """Serve a chat channel until `stop` is set, then let it finish what it has in hand."""
-    await channel.start()
+    """Serve a started chat channel until `stop` is set, then let it finish what it has in
+    hand."""
     try:
         await stop.wait()
     finally:

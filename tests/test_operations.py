@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -178,6 +179,22 @@ async def test_worker_mode_serves_healthz_and_metrics(
 async def _probe(env: Mapping[str, str]) -> int:
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot.web", env=env)
     return await asyncio.wait_for(process.wait(), 30)
+
+
+async def test_a_port_in_use_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {**os.environ, "PYTHONPATH": str(ROOT),
+               "KNEECOACH_LISTEN": f"127.0.0.1:{taken.getsockname()[1]}",
+               "KNEECOACH_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", MAIN, "run", "--worker", env=env, cwd=tmp_path,
+            stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    assert err.decode().strip().splitlines()[-1].startswith(
+        "kneecoach: cannot listen on 127.0.0.1:"), err.decode()
 
 
 async def test_a_stopped_tick_turns_healthz_to_503(
