@@ -24,11 +24,12 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from bot.channels.telegram import APOLOGY, PRIVATE_ONLY, TelegramChannel
 from bot.delivery import OutboxSender, split_text
 from bot.scheduler import Scheduler
-from conftest import CLEAN_SCREEN, enrolled, telegram_settings
+from conftest import CLEAN_SCREEN, SIGNS_AT, WORST_AT, enrolled, telegram_settings
 from conversations.clock import ManualClock
 from conversations.engine import MENU, STALE_BUTTON, Engine
 from conversations.messages import Outbound
 from conversations.program.data import Program
+from conversations.program.screening import RED_FLAGS
 from fake_api import free_port
 from storage.models import Outbox, ProgramState, User
 from telegram_server import TOKEN, BotApiServer, Fault, Person
@@ -108,7 +109,7 @@ async def test_a_restart_mid_questionnaire_resumes_at_the_same_question(
     await first.start()
     cat = Person(telegram_api, 1003)
     await cat.say("/start")
-    await cat.answer_all(*CLEAN_SCREEN[:12])
+    await cat.answer_all(*CLEAN_SCREEN[:SIGNS_AT + 3])
     waiting = cat.question
     await first.stop()  # the process ends; a new one starts with nothing in memory
 
@@ -117,7 +118,7 @@ async def test_a_restart_mid_questionnaire_resumes_at_the_same_question(
     await second.start()
     try:
         await cat.press("Yes", waiting)  # the keyboard from before the restart still works
-        await cat.answer_all(*CLEAN_SCREEN[13:])
+        await cat.answer_all(*CLEAN_SCREEN[SIGNS_AT + 4:])
         assert "All set" in cat.text, cat.text
     finally:
         await second.stop()
@@ -144,7 +145,7 @@ async def test_a_stale_button_from_an_old_message_is_refused_and_retired(
         telegram_api: BotApiServer, telegram_bot: TelegramChannel) -> None:
     eve = Person(telegram_api, 1005)
     await eve.say("/start")
-    await eve.answer_all(*CLEAN_SCREEN[:14])
+    await eve.answer_all(*CLEAN_SCREEN[:WORST_AT])
     pain_question = eve.question
     await eve.say("4")  # typed: the pain keyboard stays on screen
     next_question = eve.question
@@ -212,7 +213,7 @@ async def test_a_failing_update_gets_an_apology_and_the_bot_keeps_running(
         async with sessions() as db, db.begin():
             await db.execute(text("ALTER TABLE processed_away RENAME TO processed_updates"))
     await gus.press("I agree")  # the consent question is still there, and now it works
-    assert gus.question.tokens().keys() >= {"Yes", "No"}
+    assert gus.question.tokens().keys() >= {RED_FLAGS[0].yes, "No"}
 
 
 # --- webhook mode ----------------------------------------------------------------------------
@@ -246,7 +247,7 @@ async def test_webhook_needs_the_secret_and_handles_a_redelivered_update_once(
     consent = [m for m in telegram_api.to(1010) if "not a diagnosis" in m.text.lower()]
     assert len(consent) == 1
     await hal.press("I agree")
-    assert hal.question.tokens().keys() >= {"Yes", "No"}
+    assert hal.question.tokens().keys() >= {RED_FLAGS[0].yes, "No"}
 
 
 # --- failures of the platform ----------------------------------------------------------------
