@@ -467,3 +467,55 @@ async def test_two_workers_claim_2000_due_prompts_and_telegram_gets_each_once(
     assert Counter(m.chat_id for m in telegram_api.sent) == {
         str(5000 + n): 1 for n in range(2000)}
     assert all("Time for today's knee exercises" in m.text for m in telegram_api.sent)
+
+
+# --- holds (CLINICAL.md 5a, R9) over Telegram --------------------------------------------------
+async def test_a_pain_pause_is_cleared_by_the_coach_from_the_request_over_telegram(
+        telegram_api: BotApiServer, sessions: async_sessionmaker[DbSession], program: Program,
+        clock: ManualClock) -> None:
+    """Pain 8/10 during a session pauses the program; the coach's alert is written for the
+    coach; the patient's /resume sends the coach a request whose button clears the hold, and
+    the patient restarts a level lower."""
+    engine = Engine(sessions, program, clock, admins=frozenset({("telegram", "9001")}))
+    channel = TelegramChannel(telegram_settings(telegram_api), engine, poll_timeout=1)
+    await channel.start()
+    sender = OutboxSender(sessions, {"telegram": channel.deliverer}, clock, rate=28)
+    try:
+        admin, coach, pam = (Person(telegram_api, n) for n in (9001, 9002, 3101))
+        await coach.say("/start")
+        await admin.say("/grant coach telegram:9002")
+        await coach.say("/invite")
+        code = re.search(r"start=([A-Z0-9]+)", coach.text).group(1)  # type: ignore[union-attr]
+        await pam.say(f"/start {code}")
+        await pam.answer_all(*CLEAN_SCREEN)
+        assert "All set" in pam.text
+        await pam.say("/today")
+        await pam.press("Done")
+        await pam.press("8")
+        assert "paused your program" in pam.text
+        await sender.drain()
+        assert telegram_api.to(9002)[-1].text == (
+            "Ann (telegram:3101) reported pain 8/10 during the session; their program is "
+            "paused until you clear it (/clear telegram:3101).")
+
+        await pam.say("/resume")
+        assert "until your coach clears it" in pam.text
+        await sender.drain()
+        request = telegram_api.to(9002)[-1]
+        assert request.text.startswith("Ann (telegram:3101) asks to resume.")
+        assert (await user_row(sessions, 3101)).status == "referred"  # type: ignore[union-attr]
+
+        await coach.press("Clear, restart at level 1", request)
+        assert "they restart at level 1" in coach.text
+        assert request.buttons == []  # the request's keyboard is retired
+        await coach.say("/clear telegram:3101")
+        assert "no hold to clear" in coach.text
+        await sender.drain()
+        assert "restart at level 1" in telegram_api.to(3101)[-1].text
+        user = await user_row(sessions, 3101)
+        assert user is not None and user.status == "active"
+        async with sessions() as db:
+            state = await db.get(ProgramState, user.id)
+        assert state is not None and state.level == 1 and state.next_prompt_at is not None
+    finally:
+        await channel.stop()
