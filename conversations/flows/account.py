@@ -87,9 +87,9 @@ async def resume_held(ctx: Ctx) -> str | None:
         await holds.request_clear(ctx, hold)
         return None
     if ctx.today <= hold.started_on:
-        ctx.say(f"Your program is on hold since today ({hold.started_on:%d %b}) so that a "
-                "physiotherapist or doctor can look at your knee first. You can confirm that "
-                "assessment from tomorrow at the earliest: send /resume then.")
+        ctx.say(f"The hold began today ({hold.started_on:%d %b}), so that a physiotherapist "
+                "or doctor can look at your knee first. You can confirm that assessment from "
+                "tomorrow at the earliest: send /resume then.")
         return None
     ctx.answers = {"hold": hold.id}
     return "resume:assessed"
