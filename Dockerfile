@@ -12,6 +12,8 @@ USER kneecoach
 WORKDIR /data
 # SQLite by default, kept on the /data volume; set KNEECOACH_DATABASE_URL for PostgreSQL.
 ENV KNEECOACH_DATABASE_URL=sqlite+aiosqlite:////data/kneecoach.db
+# The exercises' demonstration GIFs, drawn once per program version.
+ENV KNEECOACH_DEMO_DIR=/data/demos
 VOLUME ["/data"]
 EXPOSE 8080
 CMD ["kneecoach", "run"]

@@ -8,18 +8,22 @@ import getpass
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from bot.channels.console import FILES_DIR, ConsoleChannel, remove_files
 from bot.delivery import Deliverer
 from bot.settings import Settings, SettingsError, load_settings
 from conversations.clock import SystemClock
+from conversations.demo import DemoCache
 from conversations.engine import Engine
-from conversations.flows.staff import PERIODS, render
+from conversations.flows.staff import MAX_PERIOD_DAYS, period_of, render, user_ref
 from conversations.program.data import Program, ProgramError, load_program
 from storage.db import create_engine, is_sqlite, migrate, sessionmaker
 from storage.repository import Repository
@@ -50,14 +54,44 @@ def _parser() -> argparse.ArgumentParser:
     for verb in ("grant", "revoke"):
         role = commands.add_parser(verb, help=f"{verb} the coach role (admins' command line)")
         role.add_argument("role", choices=("coach",))
-        role.add_argument("user", help="channel:user id, e.g. telegram:123456")
-    stats = commands.add_parser("stats", help="adherence and outcome statistics")
-    stats.add_argument("--since", choices=tuple(PERIODS), default="30d")
-    stats.add_argument("--format", choices=("table", "csv", "json"), default="table")
+        role.add_argument("user", help=USER_HELP)
+    stats = commands.add_parser(
+        "stats", help="adherence and outcome statistics",
+        description="Adherence and outcome statistics, for everyone and per coach.")
+    stats.add_argument("--since", type=_since, default="30d", metavar="PERIOD",
+                       help="how far back to count: a number of days or weeks (7d, 30d, 12w) "
+                            "or 'all'; default: 30d")
+    stats.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                       help="table (for reading, the default), csv (for a spreadsheet) or "
+                            "json (for a program)")
     erase = commands.add_parser(
-        "erase", help="erase everything held about a patient (a written erasure request)")
-    erase.add_argument("user", help="channel:user id, e.g. telegram:123456")
+        "erase", help="erase everything held about a patient (a written erasure request)",
+        description="Erase everything held about a patient, and their terminal files. Asks "
+                    "for confirmation unless --yes is given.")
+    erase.add_argument("user", help=USER_HELP)
+    erase.add_argument("--yes", action="store_true",
+                       help="erase without asking for confirmation")
     return parser
+
+
+USER_HELP = ("channel:user id, e.g. telegram:123456 or slack:U0ABC; a bare name is a terminal "
+             "user (bob means console:bob)")
+
+
+def _since(text: str) -> tuple[str, int | None]:
+    period = period_of(text)
+    if period is None:
+        raise argparse.ArgumentTypeError(
+            f"{text[:20]!r} is not a period: use a number of days or weeks (7d, 30d, 12w, up "
+            f"to {MAX_PERIOD_DAYS} days) or 'all'")
+    return period
+
+
+def _confirm(user: str) -> bool:
+    """Ask on the terminal (or read one line from a script) before erasing."""
+    print(f"Erase everything held about {user}? This cannot be undone. Type 'yes' to confirm: ",
+          end="", flush=True)
+    return sys.stdin.readline().strip().lower() == "yes"
 
 
 def _channels(settings: Settings, chosen: str | None) -> list[str]:
@@ -86,16 +120,23 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
         await migrate(database)  # the embedded default keeps itself up to date
     sessions = sessionmaker(database)
     clock = SystemClock()
-    engine = Engine(sessions, program, clock, settings.admin_ids)
+    demos = DemoCache(settings.demo_dir)
+    engine = Engine(sessions, program, clock, settings.admin_ids, demos=demos)
+    # The demonstrations not yet on disk are drawn in the background, so a first "Show me
+    # how" finds them ready (a fraction of a second each, once per program version).
+    drawn = threading.Event()
+    warming = None if args.worker else asyncio.create_task(
+        asyncio.to_thread(demos.warm, program, drawn))
     try:
         if channels == ["console"] and not args.worker:
-            from bot.channels.console import ConsoleChannel
-
             await ConsoleChannel(engine, args.user or getpass.getuser()).run()
         else:
             await _serve(settings, sessions, program, engine, clock,
                          [] if args.worker else channels)
     finally:
+        drawn.set()  # stop drawing: what is missing is drawn when first asked for
+        if warming is not None:
+            await warming
         await database.dispose()
     return 0
 
@@ -113,7 +154,7 @@ async def _serve(settings: Settings, sessions: async_sessionmaker[DbSession], pr
         loop.add_signal_handler(signum, stop.set)
     deliverers: dict[str, Deliverer] = {}
     if settings.telegram_token:
-        deliverers["telegram"] = TelegramChannel.deliverer(settings)
+        deliverers["telegram"] = TelegramChannel.deliverer(settings, sessions)
     if settings.slack_bot_token:
         deliverers["slack"] = SlackChannel.deliverer(settings)
     tasks = [run_worker(settings, sessions, program, deliverers, clock, stop)]
@@ -144,27 +185,42 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> int:
             repo = Repository(db)
             now = SystemClock().now()
             if args.command == "stats":
-                days = PERIODS[args.since]
+                days = args.since[1]
                 today = now.date()
                 since = None if days is None else today - timedelta(days=days - 1)
                 print(render(await compute(db, since, today), args.format))
                 return 0
-            channel, _, user_id = args.user.partition(":")
+            ref = user_ref(args.user, "console")  # the command line is a terminal
+            if ref is None:
+                print(f"kneecoach: {args.user[:80]!r} is not a user: give channel:id, e.g. "
+                      "telegram:123456, or a terminal name (bob means console:bob)",
+                      file=sys.stderr)
+                return 2
+            channel, user_id = ref
+            name = f"{channel}:{user_id}"
             user = await repo.user(channel, user_id)
             if user is None:
-                print(f"kneecoach: nobody with the id {args.user} has started the bot",
+                bare = ":" not in args.user
+                print(f"kneecoach: nobody with the id {name} has started the bot" +
+                      (f" ({args.user} without a channel means the terminal user {name}; for "
+                       "another channel give e.g. telegram:123456)" if bare else ""),
                       file=sys.stderr)
                 return 1
             if args.command == "erase":
+                if not args.yes and not _confirm(name):
+                    print("kneecoach: nothing erased", file=sys.stderr)
+                    return 1
                 await repo.erase_user(user.id)
                 repo.audit("command line", "erasure", now, channel=channel)
-                print(f"kneecoach: erased everything held about {args.user}")
+                if channel == "console":
+                    remove_files(Path.cwd() / FILES_DIR, user_id)
+                print(f"kneecoach: erased everything held about {name}")
                 return 0
             user.role = "coach" if args.command == "grant" else "patient"
             if args.command == "grant" and user.status == "pending":
                 user.status = "staff"
-            repo.audit("command line", f"{args.command}_coach", now, target=args.user)
-            print(f"kneecoach: {args.user} is "
+            repo.audit("command line", f"{args.command}_coach", now, target=name)
+            print(f"kneecoach: {name} is "
                   f"{'now a coach' if args.command == 'grant' else 'no longer a coach'}")
             return 0
     finally:

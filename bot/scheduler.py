@@ -166,7 +166,8 @@ class Scheduler:
                 session_id = open_sessions.get(check.user_id)
                 if session_id is None:
                     continue
-                message = check_message(cast(Channel, check.channel), check.chat_id, session_id)
+                message = check_message(cast(Channel, check.channel), check.chat_id, session_id,
+                                        now, check.timezone or "UTC")
                 rows.append(_outbox_row(check.user_id, check.channel, check.chat_id, "check",
                                         _json(message), f"check:{session_id}"))
             await dispatch.enqueue_many(db, rows, now)

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     grace_minutes: int = Field(180, ge=0, le=24 * 60)
     send_rate: float = Field(28, gt=0, le=1000)
     program_file: Path | None = None
+    # Where the exercises' demonstration GIFs are kept (drawn once per program version).
+    demo_dir: Path | None = None
     log_level: str = "INFO"
 
     @field_validator("database_url")

@@ -37,7 +37,8 @@ class Progress:
 
 def summary(data: Progress) -> str:
     week = [s for s in data.sessions if (data.today - s.day).days < 7 and s.status != "prompted"]
-    kept = sum(s.status in ("done", "partial") for s in week)
+    done = sum(s.status == "done" for s in week)
+    partly = sum(s.status == "partial" for s in week)
     streak = 0
     for s in sorted(data.sessions, key=lambda s: s.day, reverse=True):
         if s.status == "prompted" and s.day == data.today:
@@ -48,7 +49,10 @@ def summary(data: Progress) -> str:
     recent = [p for d, p in data.pains if (data.today - d).days < 7]
     change = (f"worst pain this week {max(recent)}/10, {_signed(max(recent) - data.baseline_worst)}"
               f" since the start" if recent else "no pain reported this week")
-    return (f"This week: {kept} of {len(week)} sessions done; {change}; current streak "
+    # A partly done session is counted as partly, not as done (it still keeps the streak).
+    sessions = f"{done} of {len(week)} sessions done" + (
+        f" and {partly} partly done" if partly else "")
+    return (f"This week: {sessions}; {change}; current streak "
             f"{streak} day{'s' if streak != 1 else ''}.")
 
 

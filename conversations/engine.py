@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conversations.clock import Clock
+from conversations.demo import DemoCache
 from conversations.flow import ERASED, Ctx, Flow
-from conversations.flows import account, holds, onboarding, progress, session, staff
+from conversations.flows import account, holds, howto, onboarding, progress, session, staff
 from conversations.messages import ButtonToken, Inbound, Outbound
 from conversations.program.data import Program
 from conversations.prompts import SNOOZE, prompt_message
@@ -34,6 +35,7 @@ ENROLLED = ("active", "paused", "referred", "stopped")
 HELP = (
     "I am kneecoach, your knee-cap exercise coach.\n"
     "/today - today's exercises and report how it went\n"
+    "/how - see how an exercise is done (/how 1 for the first)\n"
     "/pain - report your knee pain now\n"
     "/progress - your level, sessions and pain so far\n"
     "/settings - change reminder time, days or timezone\n"
@@ -55,6 +57,7 @@ STAFF_HELP = (
 # The command menu a channel shows (Telegram's setMyCommands): the patient's commands.
 MENU: tuple[tuple[str, str], ...] = (
     ("today", "today's exercises; report how it went"),
+    ("how", "see how an exercise is done"),
     ("pain", "report your knee pain now"),
     ("progress", "your chart: sessions, pain, level"),
     ("settings", "reminder time, days or timezone"),
@@ -72,8 +75,10 @@ RETRY_LIMIT = 3
 
 class Engine:
     def __init__(self, sessions: async_sessionmaker[DbSession], program: Program,
-                 clock: Clock, admins: frozenset[tuple[str, str]] = frozenset()) -> None:
+                 clock: Clock, admins: frozenset[tuple[str, str]] = frozenset(),
+                 demos: DemoCache | None = None) -> None:
         self.sessions = sessions
+        self.demos = demos or DemoCache()
         self.program = program
         self.clock = clock
         self.admins = admins
@@ -135,7 +140,7 @@ class Engine:
         self._refresh_identity(user, inbound)
         ctx = Ctx(repo=repo, inbound=inbound, user=user, now=now, program=self.program,
                   flow=state.flow, answers=dict(state.answers), admin=admin,
-                  links=self.invite_links)
+                  links=self.invite_links, demos=self.demos)
         if inbound.command is not None:
             command = COMMANDS.get(inbound.command)
             if command is None:
@@ -160,10 +165,10 @@ class Engine:
         now = self.clock.now()
         user = await repo.add_user(inbound.channel, inbound.user_id, inbound.chat_id, now)
         state = await repo.state(user.id)
-        # An invite code from a deep link waits in the pending step until consent is given.
-        code = inbound.args[0][:16] if inbound.args else None
         ctx = Ctx(repo=repo, inbound=inbound, user=user, now=now, program=self.program,
-                  flow="idle", answers={"invite": code} if code else {})
+                  flow="idle", answers={})
+        if inbound.args:  # an invite code from a deep link waits until consent is given
+            await staff.hold_invite(ctx, inbound.args[0])
         await self._goto(ctx, state, "onboarding:consent")
         return ctx.replies
 
@@ -276,8 +281,10 @@ class Engine:
     async def _start(self, ctx: Ctx, state: ConversationState) -> None:
         if ctx.inbound.args and ctx.user.consent_at is not None:
             await staff.attach(ctx, ctx.inbound.args[0])
-        elif ctx.inbound.args and state.flow == "onboarding" and state.step == "consent":
-            ctx.answers["invite"] = ctx.inbound.args[0][:16]
+        elif ctx.inbound.args and ctx.user.status == "pending":
+            await staff.hold_invite(ctx, ctx.inbound.args[0])
+            await self._goto(ctx, state, "onboarding:consent")  # keeps the code with the step
+            return
         if ctx.user.status == "staff":
             ctx.say(STAFF_HELP)
             return
@@ -367,10 +374,21 @@ class Engine:
         await self._reask(ctx, state)
 
     async def _stop(self, ctx: Ctx, state: ConversationState) -> None:
+        if ctx.user.status in ("pending", "onboarding"):
+            await self._goto(ctx, state, await account.stop_onboarding(ctx))
+            return
         if await self._needs_enrolment(ctx, state):
             return
         ctx.answers = {}
         await self._goto(ctx, state, "stop:confirm")
+
+    async def _how(self, ctx: Ctx, state: ConversationState) -> None:
+        await howto.command(ctx)
+        await self._reask(ctx, state)
+
+    async def _how_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
+                          ) -> None:
+        await howto.press(ctx, token)  # the keyboard stays: the other exercises' buttons
 
     async def _progress(self, ctx: Ctx, state: ConversationState) -> None:
         if await self._needs_enrolment(ctx, state):
@@ -462,6 +480,7 @@ COMMANDS: dict[str, Command] = {
     "help": Engine._help,
     "cancel": Engine._cancel,
     "today": Engine._today,
+    "how": Engine._how,
     "pain": Engine._pain,
     "progress": Engine._progress,
     "settings": Engine._settings,
@@ -481,7 +500,7 @@ COMMANDS: dict[str, Command] = {
     "export": Engine._export,
 }
 SESSION_BUTTONS = {"prompt": Engine._prompt_button, "check": Engine._prompt_button,
-                   holds.CLEAR_STEP: Engine._clear_button}
+                   holds.CLEAR_STEP: Engine._clear_button, howto.STEP: Engine._how_button}
 
 
 def _reply(inbound: Inbound, text: str) -> Outbound:

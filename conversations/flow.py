@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from conversations.demo import DemoCache
 from conversations.messages import Button, Inbound, Outbound
 from conversations.program.data import Program
 from conversations.questions import Question
@@ -32,6 +33,8 @@ class Ctx:
     admin: bool = False  # named in KNEECOACH_ADMINS by channel and user id
     # Per channel, how to link to the bot with an invite code: "https://t.me/bot?start={code}"
     links: dict[str, str] = field(default_factory=dict)
+    # Where the exercises' demonstrations are drawn and kept (conversations/demo.py).
+    demos: DemoCache = field(default_factory=DemoCache)
 
     def say(self, text: str, buttons: tuple[tuple[Button, ...], ...] = (), **extra: Any) -> None:
         self.replies.append(Outbound(channel=self.inbound.channel, chat_id=self.user.chat_id,

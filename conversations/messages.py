@@ -71,6 +71,18 @@ class Document(BaseModel):
     mime_type: str = "application/octet-stream"
 
 
+class Media(BaseModel):
+    """A picture or clip to show: an exercise's demonstration, or a clinic's own file. It is
+    named by its path (a file on this host's disk, read when sent) and a key that changes when
+    its content does, so a channel can re-send an upload by its id instead of the bytes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["photo", "animation", "video"]
+    path: str
+    key: str = Field(min_length=1, max_length=64)
+
+
 class Outbound(BaseModel):
     """One message to send. Text is plain; each channel formats it its own way.
 
@@ -85,8 +97,13 @@ class Outbound(BaseModel):
     buttons: tuple[tuple[Button, ...], ...] = ()
     image: bytes | None = None
     document: Document | None = None
+    # A picture or clip with the text as its caption (kept short: Telegram takes 1024).
+    media: Media | None = None
     # Replace the message with this id (a pressed keyboard) instead of sending a new one.
     edit_message_id: str | None = None
+    # The recipient's data has just been erased: a channel that keeps copies of what it sent
+    # (the terminal's saved files) removes them.
+    forget: bool = False
 
 
 class ButtonToken(BaseModel):

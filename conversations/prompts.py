@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
+from conversations.flows import howto
 from conversations.messages import Button, ButtonToken, Channel, Outbound
 from conversations.program.data import Program
 from conversations.schedule import local_datetime, zone
@@ -28,14 +29,30 @@ def prompt_message(channel: Channel, chat_id: str, session_id: int, level: int,
         channel=channel, chat_id=chat_id,
         text=(f"Time for today's knee exercises (level {level}):\n{lines}\n\nStop any exercise "
               "that causes sharp pain. How did it go?"),
+        # The report's row first, then a "Show me how" per exercise of the level.
         buttons=_buttons("prompt", session_id, [("done", "Done"), ("partial", "Partly"),
-                                                ("skipped", "Skipped"), ("snooze", "In 1 hour")]))
+                                                ("skipped", "Skipped"), ("snooze", "In 1 hour")])
+        + howto.buttons(program, level))
 
 
-def check_message(channel: Channel, chat_id: str, session_id: int) -> Outbound:
+def greeting(local: datetime) -> str:
+    """A greeting for the patient's local time of day (the check may come with an evening
+    prompt, or be opened with /today at any hour)."""
+    if 5 <= local.hour < 12:
+        return "Good morning"
+    return "Good afternoon" if 12 <= local.hour < 18 else "Good evening"
+
+
+def check_question(local: datetime) -> str:
+    return (f"{greeting(local)}. How does your knee feel today, since your last session, "
+            "compared with your usual?")
+
+
+def check_message(channel: Channel, chat_id: str, session_id: int, now: datetime,
+                  tz_name: str) -> Outbound:
+    """The next-morning check, greeting by the patient's local time `now`."""
     return Outbound(
-        channel=channel, chat_id=chat_id,
-        text="Good morning. How does your knee feel this morning compared with your usual?",
+        channel=channel, chat_id=chat_id, text=check_question(now.astimezone(zone(tz_name))),
         buttons=_buttons("check", session_id, [("0", "Same or better"),
                                                ("1", "A little worse (+1)"),
                                                ("2", "Clearly worse (+2 or more)")]))

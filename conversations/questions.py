@@ -74,10 +74,15 @@ def yes_no(text: str, *extra: str, yes: str = "Yes", no: str = "No") -> Question
                     'Please pick a button, or answer "yes" or "no".', columns=1, extra=extra)
 
 
+_PAIN = re.compile(r"(\d{1,2})(?:\s*(?:/|out of|of)\s*10)?")
+
+
 def parse_pain(text: str) -> str | None:
-    """A whole number 0-10 and nothing else: "7.5", "-1", "11", "seven" are not answers."""
-    if re.fullmatch(r"\d{1,2}", text) and int(text) <= 10:
-        return str(int(text))
+    """A whole number 0-10, alone or out of ten ("5/10", "5 out of 10"); "7.5", "-1", "11",
+    "5/100", "seven" are not answers."""
+    match = _PAIN.fullmatch(text)
+    if match and int(match.group(1)) <= 10:
+        return str(int(match.group(1)))
     return None
 
 

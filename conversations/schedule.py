@@ -9,6 +9,22 @@ from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# Each day as people write it: "mo", "mon", "mons", "monday", "mondays", "tues", "thurs".
+_DAY_WORDS = {word: n for n, full in enumerate(_FULL_DAY_NAMES, 1)
+              for word in (full[:2], full[:3], full[:3] + "s", full, full + "s")}
+_DAY_WORDS.update({"tues": 2, "weds": 3, "thur": 4, "thurs": 4})
+_DAY_GROUPS = {
+    **dict.fromkeys(("every day", "everyday", "each day", "daily", "all days", "all week",
+                     "all", "7 days", "the whole week"), "1234567"),
+    **dict.fromkeys(("weekdays", "weekday", "week days", "work days", "workdays",
+                     "working days", "every weekday", "on weekdays"), "12345"),
+    **dict.fromkeys(("weekends", "weekend", "at weekends", "on weekends", "every weekend",
+                     "at the weekend"), "67"),
+}
+# Words between two days that make a range: any dash, "to", "through", "till".
+_RANGE_WORDS = re.compile(r"\s*(?:[-\u2010-\u2015\u2212~]|\b(?:to|through|thru|till|until)\b)\s*")
+_LIST_WORDS = re.compile(r"[\s,;/&+.]+|\band\b")
 _OFFSET = re.compile(r"^(?:utc|gmt)?\s*([+-])\s*(\d{1,2})(?::?(\d{2}))?$")
 _TIME = re.compile(r"^(\d{1,2})(?:[:.h](\d{2}))?\s*(am|pm)?$")
 
@@ -27,8 +43,48 @@ def _zones_by_key() -> dict[str, str]:
     return keys
 
 
+# Abbreviations people use for their zone. Each stands for one region's zone, so summer time
+# follows the tz database whichever of the pair (EST or EDT) they typed.
+ABBREVIATIONS = {
+    **dict.fromkeys(("est", "edt", "et"), "America/New_York"),
+    **dict.fromkeys(("cdt", "ct"), "America/Chicago"),
+    **dict.fromkeys(("mst", "mdt", "mt"), "America/Denver"),
+    **dict.fromkeys(("pst", "pdt", "pt"), "America/Los_Angeles"),
+    **dict.fromkeys(("akst", "akdt"), "America/Anchorage"),
+    "hst": "Pacific/Honolulu",
+    **dict.fromkeys(("wet", "west"), "Europe/Lisbon"),
+    **dict.fromkeys(("cet", "cest", "met", "mez"), "Europe/Berlin"),
+    **dict.fromkeys(("eet", "eest"), "Europe/Athens"),
+    "msk": "Europe/Moscow",
+    "pkt": "Asia/Karachi",
+    "jst": "Asia/Tokyo",
+    "kst": "Asia/Seoul",
+    "hkt": "Asia/Hong_Kong",
+    "sgt": "Asia/Singapore",
+    "wib": "Asia/Jakarta",
+    "awst": "Australia/Perth",
+    **dict.fromkeys(("acst", "acdt"), "Australia/Adelaide"),
+    **dict.fromkeys(("aest", "aedt"), "Australia/Sydney"),
+    **dict.fromkeys(("nzst", "nzdt"), "Pacific/Auckland"),
+    "sast": "Africa/Johannesburg",
+    "eat": "Africa/Nairobi",
+    "wat": "Africa/Lagos",
+    "brt": "America/Sao_Paulo",
+}
+# Abbreviations that name several zones: the patient is asked which one they mean.
+AMBIGUOUS = {
+    "ist": (("India", "Asia/Kolkata"), ("Ireland", "Europe/Dublin"),
+            ("Israel", "Asia/Jerusalem")),
+    "cst": (("US Central", "America/Chicago"), ("China", "Asia/Shanghai")),
+    "bst": (("UK (British Summer Time)", "Europe/London"), ("Bangladesh", "Asia/Dhaka")),
+    "ast": (("Atlantic (Canada)", "America/Halifax"), ("Arabia", "Asia/Riyadh")),
+}
+ASK_WHICH = "?"  # parse_timezone's answer for an abbreviation in AMBIGUOUS: "?ist"
+
+
 def parse_timezone(text: str) -> str | None:
-    """An IANA name, a city, or a UTC offset ("+5:30", "UTC-3") to a stored zone name."""
+    """An IANA name, a city, an abbreviation ("EST", "CET") or a UTC offset ("+5:30",
+    "UTC-3") to a stored zone name; "?ist" for an abbreviation of several zones (AMBIGUOUS)."""
     cleaned = " ".join(text.strip().lower().replace("_", " ").split())
     if not cleaned or len(cleaned) > 64:
         return None
@@ -40,6 +96,10 @@ def parse_timezone(text: str) -> str | None:
         return f"UTC{sign}{hours:02d}:{minutes:02d}"
     if cleaned in ("utc", "gmt", "z"):
         return "UTC"
+    if cleaned in AMBIGUOUS:
+        return ASK_WHICH + cleaned
+    if cleaned in ABBREVIATIONS:
+        return ABBREVIATIONS[cleaned]
     keys = _zones_by_key()
     return keys.get(cleaned) or keys.get(cleaned.replace(" ", "_"))
 
@@ -71,22 +131,28 @@ def parse_time(text: str) -> str | None:
 
 
 def parse_days(text: str) -> str | None:
-    """"every day", "weekdays", "mon wed fri", "1,3,5" to ISO weekday digits ("135")."""
-    cleaned = text.strip().lower()
-    if cleaned in ("every day", "everyday", "daily", "all", "1234567"):
-        return "1234567"
-    if cleaned in ("weekdays", "work days", "12345"):
-        return "12345"
-    if cleaned in ("weekends", "weekend", "67"):
-        return "67"
+    """Days as people type them to ISO weekday digits ("135"): "every day", "weekdays",
+    "weekends", "mon wed fri", "Mon, Wed and Fri", "mon-fri", "Mon–Fri", "monday to friday",
+    "fri-mon" (a range may wrap over the weekend), "weekends and wed". None for anything else,
+    so a word that only starts like a day ("monkey") is not a Monday."""
+    cleaned = " ".join(text.strip().lower().split())
+    if not cleaned or len(cleaned) > 200:
+        return None
+    if cleaned in _DAY_GROUPS:
+        return _DAY_GROUPS[cleaned]
     days: set[int] = set()
-    for word in re.split(r"[\s,;/&]+|\band\b", cleaned):
-        if not word:
+    for word in _LIST_WORDS.split(_RANGE_WORDS.sub("-", cleaned)):
+        if not word or word in ("on", "every", "each"):
             continue
-        if word.isdigit() and len(word) == 1 and 1 <= int(word) <= 7:
-            days.add(int(word))
-        elif len(word) >= 3 and any(name.startswith(word[:3]) for name in DAY_NAMES):
-            days.add(next(i for i, n in enumerate(DAY_NAMES, 1) if n == word[:3]))
+        first, dash, last = word.partition("-")
+        if word in _DAY_GROUPS:
+            days.update(int(d) for d in _DAY_GROUPS[word])
+        elif not dash and word in _DAY_WORDS:
+            days.add(_DAY_WORDS[word])
+        elif dash and first in _DAY_WORDS and last in _DAY_WORDS:
+            start_day, end_day = _DAY_WORDS[first], _DAY_WORDS[last]
+            span = (end_day - start_day) % 7
+            days.update((start_day - 1 + i) % 7 + 1 for i in range(span + 1))
         else:
             return None
     return "".join(str(d) for d in sorted(days)) or None
@@ -97,6 +163,8 @@ def describe_days(days: str) -> str:
         return "every day"
     if days == "12345":
         return "on weekdays"
+    if days == "67":
+        return "at weekends"
     return "on " + ", ".join(DAY_NAMES[int(d) - 1].capitalize() for d in days)
 
 

@@ -287,6 +287,18 @@ class StatTally(Base):
     count: Mapped[int] = mapped_column(BigInteger)
 
 
+class MediaUpload(Base):
+    """A file a chat platform holds for a bot (Telegram's file_id), by the bot and the media
+    key (which changes with the file's content): sent once, then re-sent by its id."""
+
+    __tablename__ = "media_uploads"
+
+    bot: Mapped[str] = mapped_column(String(64), primary_key=True)
+    media_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    file_id: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class AuditLog(Base):
     """Role changes, broadcasts, exports, erasures. Erasure entries hold no personal data."""
 

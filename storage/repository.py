@@ -19,6 +19,7 @@ from storage.models import (
     ConversationState,
     Hold,
     Invite,
+    MediaUpload,
     Outbox,
     PainReport,
     ProcessedUpdate,
@@ -36,6 +37,24 @@ class StaleState(Exception):
 class Repository:
     def __init__(self, db: DbSession) -> None:
         self.db = db
+
+    # --- files a chat platform holds for a bot -------------------------------------------
+    async def media_file_id(self, bot: str, media_key: str) -> str | None:
+        return await self.db.scalar(select(MediaUpload.file_id).where(
+            MediaUpload.bot == bot, MediaUpload.media_key == media_key))
+
+    async def remember_media(self, bot: str, media_key: str, file_id: str | None,
+                             now: datetime) -> None:
+        """Keep (or with None, forget) the platform's id for this bot's upload of the file."""
+        if file_id is None:
+            await self.db.execute(delete(MediaUpload).where(
+                MediaUpload.bot == bot, MediaUpload.media_key == media_key))
+            return
+        statement = upsert(self.db, MediaUpload).values(
+            bot=bot, media_key=media_key, file_id=file_id, created_at=now)
+        await self.db.execute(statement.on_conflict_do_update(
+            index_elements=["bot", "media_key"],
+            set_={"file_id": file_id, "created_at": now}))
 
     # --- idempotency -------------------------------------------------------------------
     async def first_delivery(self, channel: str, update_id: str, now: datetime) -> bool:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from bot.channels.telegram import TelegramChannel
 from bot.settings import Settings
 from conversations.clock import ManualClock
+from conversations.demo import DemoCache
 from conversations.engine import Engine
 from conversations.messages import Button, Inbound, Outbound
 from conversations.program.data import Program, load_program
@@ -97,10 +98,16 @@ def clock() -> ManualClock:
     return ManualClock(datetime(2026, 1, 14, 8, 0, tzinfo=UTC))
 
 
+@pytest.fixture(scope="session")
+def demos(tmp_path_factory: pytest.TempPathFactory) -> DemoCache:
+    """One drawing of each demonstration for the whole run, in a folder of its own."""
+    return DemoCache(tmp_path_factory.mktemp("demos"))
+
+
 @pytest.fixture
 def engine(sessions: async_sessionmaker[DbSession], program: Program,
-           clock: ManualClock) -> Engine:
-    return Engine(sessions, program, clock)
+           clock: ManualClock, demos: DemoCache) -> Engine:
+    return Engine(sessions, program, clock, demos=demos)
 
 
 class Patient:

@@ -25,7 +25,7 @@ from fake_api import FakeApi
 TOKEN = "123456:TEST-token"
 BOT_ID = 123456
 USERNAME = "kneecoach_test_bot"
-SENDS = ("sendMessage", "sendPhoto", "sendDocument")
+SENDS = ("sendMessage", "sendPhoto", "sendDocument", "sendAnimation", "sendVideo")
 
 
 @dataclass
@@ -57,9 +57,10 @@ class Sent:
     message_id: int
     text: str
     buttons: list[list[dict[str, str]]]
-    kind: str = "text"  # text, photo, document
-    content: bytes = b""
+    kind: str = "text"  # text, photo, document, animation, video
+    content: bytes = b""  # empty when sent by file_id
     filename: str = ""
+    file_id: str = ""  # the file's id: given by the server on upload, or sent by the bot
 
     def tokens(self) -> dict[str, str]:
         """Button label -> callback data."""
@@ -84,6 +85,8 @@ class BotApiServer(FakeApi):
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
         self._query_ids = itertools.count(1)
+        self.files: dict[str, bytes] = {}  # file_id -> content, for files uploaded to us
+        self._file_ids = itertools.count(1)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/bot{token}/{method}", self._handle)]
@@ -251,6 +254,15 @@ class BotApiServer(FakeApi):
                                    "chat": {"id": int(sent.chat_id), "type": "private"}}
         if sent.kind == "text":
             message["text"] = sent.text
+        elif sent.kind in ("photo", "animation", "video"):
+            file = {"file_id": sent.file_id, "file_unique_id": sent.file_id, "width": 480,
+                    "height": 480}
+            if sent.kind == "photo":
+                message["photo"] = [file]
+            else:
+                message[sent.kind] = {**file, "duration": 5}
+            if sent.text:
+                message["caption"] = sent.text
         if sent.buttons:
             message["reply_markup"] = {"inline_keyboard": sent.buttons}
         return message
@@ -267,11 +279,35 @@ class BotApiServer(FakeApi):
                     raise ApiError("Bad Request: BUTTON_DATA_INVALID")
         return self._store(params, text=text)
 
+    async def _media(self, kind: str, params: dict[str, Any], files: dict[str, bytes]
+                     ) -> Any:
+        """A photo, animation or video: uploaded (it gets a new file_id) or by a file_id we
+        gave before; the caption and keyboard as with a text."""
+        content = files.get(kind)
+        caption = str(params.get("caption") or "")
+        if len(caption) > 1024:
+            raise ApiError("Bad Request: message caption is too long")
+        if content is not None:
+            if not content:
+                raise ApiError(f"Bad Request: there is no {kind} in the request")
+            file_id = f"{kind}-{next(self._file_ids)}"
+            self.files[file_id] = content
+            return self._store(params, kind=kind, content=content, file_id=file_id,
+                               text=caption,
+                               filename=str(params.get(f"__filename__{kind}", "")))
+        file_id = str(params.get(kind) or "")
+        if file_id not in self.files:
+            raise ApiError("Bad Request: wrong file identifier/HTTP URL specified")
+        return self._store(params, kind=kind, file_id=file_id, text=caption)
+
     async def _api_sendPhoto(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
-        content = files.get("photo")
-        if not content:
-            raise ApiError("Bad Request: there is no photo in the request")
-        return self._store(params, kind="photo", content=content)
+        return await self._media("photo", params, files)
+
+    async def _api_sendAnimation(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        return await self._media("animation", params, files)
+
+    async def _api_sendVideo(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        return await self._media("video", params, files)
 
     async def _api_sendDocument(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         content = files.get("document")

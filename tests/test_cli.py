@@ -76,7 +76,9 @@ def test_terminal_chat_journey_from_a_script(tmp_path: Path) -> None:
     assert "level 1" in out.split("Today's session (level 2)")[1]  # pain 7 regressed
     assert "Level 1 of 5" in out
     assert (tmp_path / "kneecoach.db").exists()
-    assert (tmp_path / "kneecoach-mydata.json").exists()
+    saved = sorted(p.name for p in (tmp_path / "kneecoach-files" / "alice").iterdir())
+    assert [name.split("-")[:2] for name in saved] == [["alice", "chart"], ["alice", "mydata"]]
+    assert not (tmp_path / "kneecoach-mydata.json").exists()
     # A second person on the same database starts from the beginning.
     other = kneecoach("run", "--user", "bob", stdin="/today\n", cwd=tmp_path)
     assert "Send /start to begin" in other.stdout
@@ -103,8 +105,8 @@ def test_admin_command_line_grant_stats_erase(tmp_path: Path) -> None:
     assert as_csv.stdout.startswith("group,enrolled,new,")
     bad = kneecoach("stats", "--since", "forever", cwd=tmp_path)
     assert bad.returncode == 2
-    erased = kneecoach("erase", "console:alice", cwd=tmp_path)
-    assert erased.returncode == 0
+    erased = kneecoach("erase", "console:alice", stdin="yes\n", cwd=tmp_path)
+    assert erased.returncode == 0 and "Type 'yes' to confirm" in erased.stdout
     after = kneecoach("stats", "--since", "all", "--format", "json", cwd=tmp_path)
     assert json.loads(after.stdout)[0]["enrolled"] == 0
     again = kneecoach("run", "--user", "alice", stdin="/today\n", cwd=tmp_path)

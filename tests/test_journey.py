@@ -128,7 +128,10 @@ async def test_today_lists_the_exercises_of_the_level(engine: Engine) -> None:
     for words in ("foam-roll", "stretch", "ball", "straight leg raise", "knee extension",
                   "squat", "foot turned out", "3 x 10"):
         assert words in text, words
-    assert [b.label for b in patient.buttons] == ["Done", "Partly", "Skipped"]
+    # A "Show me how" per exercise of the level on the session, then the report's question.
+    shows = [f"Show me how: {e.name.split(' (')[0]}" for e in engine.program.exercises
+             if e.id in engine.program.levels[1].doses]
+    assert [b.label for b in patient.buttons] == [*shows, "Done", "Partly", "Skipped"]
 
 
 async def test_report_with_high_pain_regresses_and_says_why(

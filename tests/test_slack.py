@@ -154,3 +154,15 @@ async def test_progress_chart_and_data_export_are_uploaded_as_files(
              if channel == gus.channel}
     assert names["kneecoach-chart.png"].startswith(b"\x89PNG")
     assert b"kneecoach-export" in names["kneecoach-mydata.json"]
+
+
+async def test_show_me_how_uploads_the_demonstration_gif(
+        slack_api: SlackServer, slack_url: str) -> None:
+    hal = SlackPerson(slack_api, slack_url, "U0HAL")
+    await onboard(hal)
+    await hal.say("/how clamshell")
+    (gif,) = [(name, content) for channel, name, content in slack_api.files
+              if channel == hal.channel]
+    assert gif[0].startswith("clamshell-") and gif[0].endswith(".gif")
+    assert gif[1].startswith(b"GIF89a")
+    assert "Clamshell: 3 x 15" in hal.text

@@ -158,10 +158,10 @@ async def test_the_upgrade_to_tallies_counts_what_was_there(database_url: str) -
 
 async def test_the_upgrade_to_holds_gives_every_referred_patient_an_open_hold(
         database_url: str) -> None:
-    """Patients referred before holds were kept (revision 0003) stay held, under R9: a
+    """Patients referred before holds were kept (revision 0008) stay held, under R9: a
     screen referral without a program, and a pain pause with its level."""
     engine = create_engine(database_url)
-    await migrate(engine, "0003")
+    await migrate(engine, "0008")
     at = "2026-01-15 07:00:00"
     statements = [
         *(_insert("users", id=uid, channel="console", channel_user_id=f"p{uid}",

@@ -4,12 +4,33 @@ in and reads plain lines out when stdin is not a terminal."""
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from conversations.engine import Engine
 from conversations.messages import Button, Inbound, Outbound
+
+FILES_DIR = "kneecoach-files"  # in the working folder: one folder per terminal user below it
+# Labels typed as they read: a number or a time ("5", "07:00") is never a button's position.
+_AS_TYPED = re.compile(r"^\d{1,2}(?::\d{2})?$")
+
+
+def user_folder(base: Path, user_id: str) -> Path:
+    """The folder of one terminal user's files; the name is made safe for a path."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", user_id).strip(".") or "user"
+    return base / safe
+
+
+def remove_files(base: Path, user_id: str) -> bool:
+    """Remove a terminal user's saved files (their data is erased); True if there were any."""
+    folder = user_folder(base, user_id)
+    if not folder.is_dir():
+        return False
+    shutil.rmtree(folder)
+    return True
 
 
 class ConsoleChannel:
@@ -21,7 +42,7 @@ class ConsoleChannel:
         self.display_name = display_name or user_id
         self.stdin = stdin
         self.stdout = stdout
-        self.files_dir = files_dir or Path.cwd()
+        self.files_dir = files_dir or Path.cwd() / FILES_DIR
         self.interactive = stdin.isatty()
         self._buttons: list[Button] = []
 
@@ -53,8 +74,7 @@ class ConsoleChannel:
         for button in self._buttons:
             if typed.lower() == button.label.lower():
                 return button
-        numeric_labels = any(b.label.isdigit() for b in self._buttons)
-        if typed.isdigit() and not numeric_labels and 1 <= int(typed) <= len(self._buttons):
+        if typed.isdigit() and not self._as_typed() and 1 <= int(typed) <= len(self._buttons):
             return self._buttons[int(typed) - 1]
         return None
 
@@ -62,10 +82,12 @@ class ConsoleChannel:
         if outbound.edit_message_id is not None:
             return  # a terminal cannot edit what it printed
         self._write(outbound.text)
+        folder = user_folder(self.files_dir, self.user_id)
+        if outbound.forget and remove_files(self.files_dir, self.user_id):
+            self._write(f"(removed your saved files in {folder})")
         self._buttons = [b for row in outbound.buttons for b in row]
         if self._buttons:
-            numeric = any(b.label.isdigit() for b in self._buttons)
-            shown = ("  ".join(b.label for b in self._buttons) if numeric else
+            shown = ("  ".join(b.label for b in self._buttons) if self._as_typed() else
                      "  ".join(f"[{i}] {b.label}" for i, b in enumerate(self._buttons, 1)))
             self._write(shown)
         attachments: list[tuple[str, bytes]] = []
@@ -73,10 +95,28 @@ class ConsoleChannel:
             attachments.append((outbound.document.filename, outbound.document.content))
         if outbound.image is not None:
             attachments.append(("kneecoach-chart.png", outbound.image))
+        if outbound.media is not None:  # a demonstration: open the file to watch it
+            self._write(f"(see {outbound.media.path})")
         for name, content in attachments:
-            path = self.files_dir / name
+            path = self._file_path(name)
             path.write_bytes(content)
             self._write(f"(saved {path})")
+
+    def _as_typed(self) -> bool:
+        return any(_AS_TYPED.match(b.label) for b in self._buttons)
+
+    def _file_path(self, name: str) -> Path:
+        """kneecoach-files/USER/USER-mydata-20260114-080000.json: whose, what and when."""
+        folder = user_folder(self.files_dir, self.user_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem, dot, suffix = name.removeprefix("kneecoach-").rpartition(".")
+        stamp = self.engine.clock.now().strftime("%Y%m%d-%H%M%S")
+        path = folder / f"{folder.name}-{stem}-{stamp}{dot}{suffix}"
+        n = 1
+        while path.exists():  # two files of one kind in the same second
+            n += 1
+            path = folder / f"{folder.name}-{stem}-{stamp}-{n}{dot}{suffix}"
+        return path
 
     def _write(self, text: str) -> None:
         self.stdout.write(text + "\n")

@@ -23,6 +23,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.delivery import Blocked, RetryLater, Undeliverable, send_replies, split_text
+from bot.media import read_media
 from bot.settings import Settings
 from conversations.engine import Engine
 from conversations.messages import Inbound, Outbound
@@ -103,9 +104,13 @@ class SlackDeliverer:
                 channel=chat, text=text[:SECTION_CHARS] or " ",
                 blocks=blocks + (actions if last else []))
             ts = str(response["ts"])
+        media = outbound.media
+        clip = await asyncio.to_thread(read_media, media) if media else None
         for content, filename in ((outbound.image, "kneecoach-chart.png"),
                                   (outbound.document.content if outbound.document else None,
-                                   outbound.document.filename if outbound.document else "")):
+                                   outbound.document.filename if outbound.document else ""),
+                                  (clip,  # GIFs play inline
+                                   media.path.rsplit("/", 1)[-1] if media else "")):
             if content is not None:
                 await self.client.files_upload_v2(channel=chat, content=content,
                                                   filename=filename, title=filename)

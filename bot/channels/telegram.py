@@ -15,12 +15,15 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlparse
 
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram import (
     BotCommand,
     ChatMember,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputFile,
+    Message,
     Update,
 )
 from telegram.constants import ChatType
@@ -38,6 +41,7 @@ from telegram.ext import (
 from telegram.request import HTTPXRequest
 
 from bot.delivery import Blocked, RetryLater, Undeliverable, send_replies, split_text
+from bot.media import MediaIds, read_media
 from bot.settings import Settings
 from conversations.engine import MENU, Engine
 from conversations.messages import Inbound, Outbound
@@ -48,6 +52,7 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 TEXT_LIMIT = 4096  # characters in one Telegram message
+CAPTION_LIMIT = 1024  # characters in a photo's, animation's or video's caption
 UPDATES = ["message", "callback_query", "my_chat_member"]
 APOLOGY = "Sorry, something went wrong on my side. Please try again in a moment."
 PRIVATE_ONLY = ("I only talk in private chats, to keep your health data private. Open a chat "
@@ -84,8 +89,9 @@ class TelegramDeliverer:
 
     channel = "telegram"
 
-    def __init__(self, bot: ExtBot[None]) -> None:
+    def __init__(self, bot: ExtBot[None], media_ids: MediaIds | None = None) -> None:
         self.bot = bot
+        self.media_ids = media_ids
 
     async def deliver(self, outbound: Outbound) -> str | None:
         try:
@@ -108,6 +114,8 @@ class TelegramDeliverer:
             else:  # only take the keyboard off
                 await self.bot.edit_message_reply_markup(chat, message_id, reply_markup=None)
             return outbound.edit_message_id
+        if outbound.media is not None:
+            return await self._send_media(chat, outbound)
         parts = split_text(outbound.text, TEXT_LIMIT)
         sends: list[Any] = [
             (self.bot.send_message, {"chat_id": chat, "text": part,
@@ -124,6 +132,31 @@ class TelegramDeliverer:
             sent = await (method(**kwargs) if n == 0 else self._part(method, kwargs))
         return str(sent.message_id) if sent is not None else None
 
+    async def _send_media(self, chat: int | str, outbound: Outbound) -> str:
+        """A picture or clip with its caption: by the file_id of this bot's earlier upload
+        when there is one, else uploaded, and its file_id kept for next time."""
+        media = outbound.media
+        assert media is not None
+        name, field = _MEDIA_SENDS[media.kind]
+        method = getattr(self.bot, name)
+        kwargs = {"chat_id": chat, "caption": outbound.text[:CAPTION_LIMIT] or None,
+                  "reply_markup": _keyboard(outbound)}
+        bot = self.bot.token.split(":", 1)[0]  # the bot's id: file_ids are per bot
+        known = await self.media_ids.get(bot, media.key) if self.media_ids else None
+        if known is not None and self.media_ids is not None:
+            try:
+                return str((await method(**kwargs, **{field: known})).message_id)
+            except BadRequest as exc:  # Telegram no longer knows it: upload again
+                log.info("file_id of %s refused (%s); uploading", media.key, exc.message)
+                await self.media_ids.put(bot, media.key, None)
+        content = await asyncio.to_thread(read_media, media)  # a clinic's clip may be 50 MB
+        upload = InputFile(content, filename=media.path.rsplit("/", 1)[-1])
+        sent = await method(**kwargs, **{field: upload})
+        file_id = _file_id(sent, media.kind)
+        if file_id is not None and self.media_ids is not None:
+            await self.media_ids.put(bot, media.key, file_id)
+        return str(sent.message_id)
+
     @staticmethod
     async def _part(method: Any, kwargs: dict[str, Any]) -> Any:
         """A later part is retried here: once the first part is out, a retry of the whole
@@ -137,6 +170,17 @@ class TelegramDeliverer:
                 await asyncio.sleep(_seconds(exc) if isinstance(exc, RetryAfter)
                                     else 0.5 * 2 ** attempt)
         return None
+
+
+_MEDIA_SENDS = {"animation": ("send_animation", "animation"), "video": ("send_video", "video"),
+                "photo": ("send_photo", "photo")}
+
+
+def _file_id(sent: Message, kind: str) -> str | None:
+    if kind == "photo":
+        return sent.photo[-1].file_id if sent.photo else None
+    found = sent.video if kind == "video" else sent.animation or sent.document
+    return found.file_id if found is not None else None
 
 
 class PerChat(BaseUpdateProcessor):
@@ -190,7 +234,7 @@ class TelegramChannel:
             .get_updates_request(_bot_request(poll_timeout + 10.0))
             .concurrent_updates(PerChat(256))
             .build())
-        self.deliverer = TelegramDeliverer(self.app.bot)
+        self.deliverer = TelegramDeliverer(self.app.bot, MediaIds(engine.sessions, engine.clock))
         self.app.add_handler(MessageHandler(
             filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE, self._on_message))
         self.app.add_handler(CallbackQueryHandler(self._on_press))
@@ -199,15 +243,18 @@ class TelegramChannel:
         self.app.add_error_handler(self._on_error)
 
     @staticmethod
-    def deliverer(settings: Settings) -> TelegramDeliverer:
-        """A deliverer for the outbox sender alone (a worker process polls no updates)."""
+    def deliverer(settings: Settings, sessions: async_sessionmaker[DbSession] | None = None
+                  ) -> TelegramDeliverer:
+        """A deliverer for the outbox sender alone (a worker process polls no updates);
+        with `sessions`, uploads are re-sent by the file_id kept in the database."""
         if settings.telegram_token is None:
             raise ValueError("KNEECOACH_TELEGRAM_TOKEN is not set")
         root = settings.telegram_api_url.rstrip("/")
         return TelegramDeliverer(ExtBot(settings.telegram_token.get_secret_value(),
                                         base_url=f"{root}/bot",
                                         base_file_url=f"{root}/file/bot",
-                                        request=_bot_request(10.0)))
+                                        request=_bot_request(10.0)),
+                                 MediaIds(sessions) if sessions is not None else None)
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from conversations.flow import ERASED, Ctx, Flow, Step
 from conversations.flows import holds
@@ -10,9 +11,11 @@ from conversations.flows.onboarding import (
     ask_days,
     ask_time,
     ask_timezone,
+    chosen_timezone,
     start_screen,
 )
 from conversations.messages import Document
+from conversations.prompts import check_due
 from conversations.questions import Question, choices, pain_scale, yes_no
 from conversations.schedule import SUMMARY_TIME, SUNDAY, describe_days
 from storage.models import Hold, PainReport
@@ -25,8 +28,14 @@ async def reschedule(ctx: Ctx) -> None:
     """Recompute the next prompt and weekly summary from the patient's current settings, at
     once; none while the program is not active."""
     program = await ctx.repo.program(ctx.user.id)
-    if program is not None:
-        holds.schedule(program, ctx.user, ctx.now)
+    user = ctx.user
+    if program is None or not (user.timezone and user.reminder_time and user.reminder_days):
+        return
+    holds.schedule(program, user, ctx.now)
+    if program.next_check_at is not None:  # 09:00 in the zone the patient is in now
+        unchecked = await ctx.repo.unchecked_session(user.id, ctx.today + timedelta(days=1))
+        program.next_check_at = (check_due(unchecked.day, user.timezone, program.next_prompt_at)
+                                 if unchecked else None)
 
 
 def schedule_line(ctx: Ctx) -> str:
@@ -54,6 +63,11 @@ def _setter(field: str) -> Step:
     column = {"time": "reminder_time", "days": "reminder_days", "timezone": "timezone"}[field]
 
     async def answer(ctx: Ctx, value: str) -> str | None:
+        if field == "timezone":
+            chosen = chosen_timezone(ctx, value)
+            if chosen is None:
+                return field
+            value = chosen
         setattr(ctx.user, column, value)
         await reschedule(ctx)
         ctx.say(f"Saved. {schedule_line(ctx)}")
@@ -166,6 +180,24 @@ async def answer_stop(ctx: Ctx, value: str) -> str | None:
     return None
 
 
+async def stop_onboarding(ctx: Ctx) -> str | None:
+    """/stop before the program has started ends the setting up: before consent nothing is
+    kept (as when declining); after it, the answers so far are dropped."""
+    ctx.answers = {}
+    if ctx.user.consent_at is not None and ctx.flow == "idle":
+        ctx.say("Setting up is stopped already. Send /start to begin the questions again.")
+        return None
+    if ctx.user.consent_at is None:
+        await ctx.repo.erase_user(ctx.user.id)
+        ctx.say("Stopped. I have not kept anything about you. If you change your mind, send "
+                "/start.", forget=True)
+        return ERASED
+    ctx.say("Stopped setting up: no more questions and no reminders. Your answers so far are "
+            "not kept. Send /start to begin the questions again, or /delete to erase your "
+            "consent and name too.")
+    return None
+
+
 def ask_delete(ctx: Ctx) -> Question:
     return Question(
         "This erases everything I hold about you: answers, sessions, pain reports and "
@@ -181,7 +213,7 @@ async def answer_delete(ctx: Ctx, value: str) -> str | None:
     # The audit entry records that an erasure happened, and nothing about whom.
     ctx.repo.audit("patient", "erasure", ctx.now, channel=channel)
     ctx.say("Done: everything I held about you is erased and no more reminders will come. "
-            "Take care of that knee. /start begins again.")
+            "Take care of that knee. /start begins again.", forget=True)
     return ERASED
 
 

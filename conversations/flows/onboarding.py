@@ -18,8 +18,10 @@ from conversations.program.screening import (
     kujala_score,
     warning_answer,
 )
-from conversations.questions import Question, choices, pain_scale, yes_no
+from conversations.questions import Choice, Question, choices, pain_scale, yes_no
 from conversations.schedule import (
+    AMBIGUOUS,
+    ASK_WHICH,
     describe_days,
     next_prompt_at,
     next_summary_at,
@@ -78,14 +80,14 @@ async def answer_consent(ctx: Ctx, value: str) -> str | None:
     if value == "decline":
         await ctx.repo.erase_user(ctx.user.id)
         ctx.say("Understood. I have not kept anything about you. If you change your mind, "
-                "send /start.")
+                "send /start.", forget=True)
         return ERASED
     ctx.user.consent_at = ctx.now
     ctx.user.consent_version = CONSENT_VERSION
     ctx.user.status = "onboarding"
     ctx.user.display_name = ctx.inbound.display_name
-    if ctx.answers.get("invite"):
-        await attach(ctx, ctx.answers["invite"])
+    if ctx.answers.get("invite") and not await attach(ctx, ctx.answers["invite"]):
+        ctx.say("We carry on without a coach; /join CODE connects you later.")
     ctx.say(f"Thank you. First, {len(RED_FLAGS)} quick safety questions.")
     return start_screen(ctx)
 
@@ -195,36 +197,73 @@ def _kujala_step(index: int, finish: Answer) -> Step:
 
 
 TIMEZONE_HINT = ("I do not know that timezone. Send a nearby city (Berlin), a timezone name "
-                 "(America/New_York) or an offset (UTC+5:30).")
+                 "(America/New_York), an abbreviation (EST, CET) or an offset (UTC+5:30).")
 
 
 def ask_timezone(ctx: Ctx) -> Question:
-    return Question("Which timezone are you in? Send a city, a timezone name or a UTC offset.",
+    which = ctx.answers.get("timezone_which")
+    if which in AMBIGUOUS:  # they typed an abbreviation of several zones: which one?
+        options = AMBIGUOUS[which]
+        return Question(
+            f"{which.upper()} can mean " + ", ".join(name for name, _ in options[:-1]) +
+            f" or {options[-1][0]}. Which one is yours? Pick one, or send your city.",
+            tuple(Choice(f"{_PICK}{i}", name) for i, (name, _) in enumerate(options)),
+            parse=parse_timezone, hint=TIMEZONE_HINT, columns=1)
+    return Question("Which timezone are you in? Send a city, a timezone name, an "
+                    "abbreviation such as EST or a UTC offset.",
                     parse=parse_timezone, hint=TIMEZONE_HINT)
 
 
+# A button of the "which one?" question carries the zone's place in AMBIGUOUS: a button
+# token cannot carry the "/" of a zone name.
+_PICK = "pick:"
+
+
+def chosen_timezone(ctx: Ctx, value: str) -> str | None:
+    """The zone to store for the timezone step's answer; None when it was an abbreviation of
+    several zones, and the step asks again which one (naming them)."""
+    if value.startswith(ASK_WHICH):
+        ctx.answers["timezone_which"] = value.removeprefix(ASK_WHICH)
+        return None
+    which = ctx.answers.pop("timezone_which", None)
+    if value.startswith(_PICK) and which in AMBIGUOUS:
+        return AMBIGUOUS[which][int(value.removeprefix(_PICK))][1]
+    return value
+
+
+TIME_CHOICES = ("07:00", "08:00", "12:00", "18:00", "20:00")
+
+
 def ask_time(ctx: Ctx) -> Question:
-    return choices("At what local time should I send your daily exercise reminder? Pick one or "
-                   "type a time such as 07:30.",
-                   [(t, t) for t in ("07:00", "08:00", "12:00", "18:00", "20:00")],
-                   hint="Please send a time of day such as 07:30 or 7pm.", parse=parse_time,
-                   columns=3)
+    # No numbering of the choices: a number on its own is always an hour ("5" is 05:00).
+    return Question("At what local time should I send your daily exercise reminder? Pick one "
+                    "or type a time such as 07:30 or 7pm. A number on its own is an hour: 7 "
+                    "means 07:00, 19 means 19:00.",
+                    tuple(Choice(t, t) for t in TIME_CHOICES), parse=parse_time,
+                    hint="Please send a time of day such as 07:30, 7pm or 19 (an hour).",
+                    columns=3)
 
 
 def ask_days(ctx: Ctx) -> Question:
-    return choices("On which days? Pick one or type days such as: mon wed fri.",
+    return choices("On which days? Pick one or type days such as: mon-fri, weekends, or "
+                   "mon wed fri.",
                    [("1234567", "Every day"), ("12345", "Weekdays"), ("135", "Mon, Wed, Fri")],
-                   hint="Please pick a button or type days such as: mon wed fri.",
+                   hint="Please pick a button or type days such as: mon-fri, weekends, or "
+                        "mon wed fri.",
                    parse=parse_days)
 
 
 async def answer_timezone(ctx: Ctx, value: str) -> str | None:
-    ctx.answers["timezone"] = value
+    zone_name = chosen_timezone(ctx, value)
+    if zone_name is None:
+        return "timezone"
+    ctx.answers["timezone"] = zone_name
     return "reminder_time"
 
 
 async def answer_time(ctx: Ctx, value: str) -> str | None:
     ctx.answers["reminder_time"] = value
+    ctx.say(f"Reminder time: {value}.")  # "5" read as 05:00 is seen at once, not at the end
     return "reminder_days"
 
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Literal
 
 from conversations.flow import Ctx, Flow, Step
-from conversations.flows import holds
+from conversations.flows import holds, howto
 from conversations.flows.onboarding import refer
 from conversations.program.rules import (
     Decision,
@@ -20,8 +20,9 @@ from conversations.program.rules import (
     restart_level,
 )
 from conversations.program.screening import KUJALA, WarningAnswer, warning_answer
-from conversations.prompts import check_due
+from conversations.prompts import check_due, check_question
 from conversations.questions import Question, choices, pain_scale, yes_no
+from conversations.schedule import zone
 from storage.models import PainReport, ProgressionEvent, Session
 
 KUJALA_EVERY = timedelta(days=28)  # the knee score is asked again every 4 weeks
@@ -75,7 +76,7 @@ async def open_today(ctx: Ctx) -> str | None:
         ctx.say(f"You have already reported today's session ({_STATUS_WORDS[session.status]}). "
                 "Well done for keeping track. /pain reports pain at any time.")
         return None
-    ctx.say(session_text(ctx, session.level))
+    ctx.say(session_text(ctx, session.level), howto.buttons(ctx.program, session.level))
     ctx.answers = {"session_id": session.id}
     return "session:status"
 
@@ -151,7 +152,7 @@ async def answer_pain_during(ctx: Ctx, value: str) -> str | None:
 
 def ask_morning_delta(ctx: Ctx) -> Question:
     return choices(
-        "Good morning. How does your knee feel this morning compared with your usual?",
+        check_question(ctx.now.astimezone(zone(ctx.user.timezone or "UTC"))),
         [("0", "Same or better"), ("1", "A little worse (+1)"),
          ("2", "Clearly worse (+2 or more)")])
 

@@ -12,13 +12,14 @@ import re
 import secrets
 from collections import defaultdict
 from datetime import date, datetime, timedelta
+from typing import get_args
 
 from conversations.flow import Ctx, Flow, Step
 from conversations.flows import holds
-from conversations.messages import ButtonToken, Document, Outbound
+from conversations.messages import ButtonToken, Channel, Document, Outbound
 from conversations.questions import Question, choices
 from conversations.schedule import local_datetime, zone
-from storage.models import Broadcast, Hold, User
+from storage.models import Broadcast, Hold, Invite, User
 from storage.stats import Stats, compute, weekly_rows
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,24 @@ def is_coach(ctx: Ctx) -> bool:
     return ctx.user.role == "coach" or ctx.admin
 
 
+_PERIOD = re.compile(r"^([1-9]\d{0,3})([dw])$")  # any number of days or weeks: 45d, 12w
+MAX_PERIOD_DAYS = 3660
+
+
+def period_of(text: str) -> tuple[str, int | None] | None:
+    """"30d", "12w" or "all" to (the period as written, its days; None for all)."""
+    key = text.strip().lower()
+    if key in PERIODS:
+        return key, PERIODS[key]
+    match = _PERIOD.match(key)
+    if match is None:
+        return None
+    days = int(match.group(1)) * (7 if match.group(2) == "w" else 1)
+    return (key, days) if days <= MAX_PERIOD_DAYS else None
+
+
 def parse_period(args: tuple[str, ...]) -> tuple[str, int | None] | None:
-    key = (args[0] if args else "30d").lower()
-    return (key, PERIODS[key]) if key in PERIODS else None
+    return period_of(args[0] if args else "30d")
 
 
 def since_of(ctx: Ctx, days: int | None) -> date | None:
@@ -76,13 +92,39 @@ async def invite(ctx: Ctx) -> None:
             f". /invite revoke {code} cancels it.")
 
 
+def unknown_invite(code: str) -> str:
+    """Why a code did not link the patient to a coach, and how to get one that does."""
+    shown = f"The invite code {code.upper()}" if CODE.match(code.upper()) else "That invite code"
+    return (f"{shown} is unknown, revoked or expired (a code lasts {INVITE_DAYS} days), so you "
+            "are not connected with a coach. Please ask your coach for a new code, then send "
+            "/join CODE.")
+
+
+async def _valid_invite(ctx: Ctx, code: str) -> Invite | None:
+    return await ctx.repo.valid_invite(code.upper(), ctx.now) if CODE.match(
+        code.upper()) else None
+
+
+async def hold_invite(ctx: Ctx, code: str) -> None:
+    """A code given with /start before consent: checked now, so the patient knows at once
+    whether they will be linked; a good one waits in the answers until they agree."""
+    found = await _valid_invite(ctx, code)
+    if found is None:
+        ctx.answers.pop("invite", None)
+        ctx.say(f"{unknown_invite(code)} You can set up without a coach meanwhile.")
+        return
+    ctx.answers["invite"] = code.upper()
+    coach = await ctx.repo.user_by_id(found.coach_id)
+    name = coach.display_name if coach and coach.display_name else "your coach"
+    ctx.say(f"Your invite code is valid: once you agree below, you will be connected with "
+            f"{name}.")
+
+
 async def attach(ctx: Ctx, code: str) -> bool:
     """Attach the patient to the coach of a valid invite code; say why not otherwise."""
-    found = await ctx.repo.valid_invite(code.upper(), ctx.now) if CODE.match(
-        code.upper()) else None
+    found = await _valid_invite(ctx, code)
     if found is None:
-        ctx.say("That invite code is unknown, revoked or expired. Please ask your coach for a "
-                "new one.")
+        ctx.say(unknown_invite(code))
         return False
     if found.coach_id == ctx.user.id:
         ctx.say("That is your own invite code.")
@@ -133,13 +175,20 @@ async def grant(ctx: Ctx, give: bool) -> None:
                          text=note).model_dump(mode="json"), now=ctx.now)
 
 
-async def find_user(ctx: Ctx, ident: str) -> User | None:
-    channel, sep, user_id = ident.partition(":")
+def user_ref(ident: str, here: str) -> tuple[str, str] | None:
+    """A user as staff name one: "telegram:123456", or a bare id on the channel they are on
+    (`here`: "bob" typed in the terminal is console:bob). None when it cannot be anyone."""
+    channel, sep, user_id = ident.strip().partition(":")
     if not sep:
-        channel, user_id = ctx.user.channel, ident
-    if not user_id or len(user_id) > 64:
+        channel, user_id = here, ident.strip()
+    if channel not in get_args(Channel) or not user_id or len(user_id) > 64:
         return None
-    return await ctx.repo.user(channel, user_id)
+    return channel, user_id
+
+
+async def find_user(ctx: Ctx, ident: str) -> User | None:
+    ref = user_ref(ident, ctx.user.channel)
+    return None if ref is None else await ctx.repo.user(*ref)
 
 
 # --- clearing holds (R9) -----------------------------------------------------------------------
@@ -413,7 +462,7 @@ def summary(row: Stats, period: str) -> str:
 async def stats(ctx: Ctx) -> None:
     period = parse_period(ctx.inbound.args)
     if period is None:
-        ctx.say("Usage: /stats 7d, 30d, 90d or all.")
+        ctx.say("Usage: /stats 7d, 30d, 12w (any number of days or weeks) or all.")
         return
     rows = await compute(ctx.repo.db, since_of(ctx, period[1]), ctx.today)
     ctx.say("\n\n".join(summary(row, period[0]) for row in rows))
@@ -422,7 +471,7 @@ async def stats(ctx: Ctx) -> None:
 async def export(ctx: Ctx) -> None:
     period = parse_period(ctx.inbound.args)
     if period is None:
-        ctx.say("Usage: /export 7d, 30d, 90d or all.")
+        ctx.say("Usage: /export 7d, 30d, 12w (any number of days or weeks) or all.")
         return
     out = io.StringIO()
     writer = csv.writer(out)

@@ -1,0 +1,117 @@
+"""Showing how an exercise is done: the "Show me how" buttons of the day's session and /how.
+
+Each sends the exercise's moving demonstration (or the clinic's own picture or clip) with a
+caption of its name, today's dose and the how-to text, through the reply path like any other
+message (and the outbox when the platform is busy)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from conversations.demo import DemoCache, cache_key
+from conversations.flow import Ctx
+from conversations.messages import Button, ButtonToken, Media
+from conversations.program.data import Dose, Exercise, Program
+
+STEP = "how"  # the button token's step; its ref is the level the dose is taken from
+ECHO_CHARS = 40  # at most this much of what was typed is quoted back
+CAPTION_CHARS = 1024  # Telegram's caption limit
+
+
+def _short(exercise: Exercise) -> str:
+    return exercise.name.split(" (")[0]
+
+
+def buttons(program: Program, level: int | None, exercises: list[Exercise] | None = None
+            ) -> tuple[tuple[Button, ...], ...]:
+    """One "Show me how" button per exercise (of the level, or those given), one per row."""
+    if exercises is None:
+        doses = program.levels[level - 1].doses if level else {}
+        exercises = [e for e in program.exercises if e.id in doses]
+    return tuple((Button(label=f"Show me how: {_short(e)}",
+                         token=ButtonToken(step=STEP, ref=level or 0, value=e.id).encode()),)
+                 for e in exercises)
+
+
+def _dose(program: Program, exercise: Exercise, level: int | None) -> Dose | None:
+    if level is None or not 1 <= level <= program.top_level:
+        return None
+    return program.levels[level - 1].doses.get(exercise.id)
+
+
+def media_for(exercise: Exercise, dose: Dose | None, cache: DemoCache) -> Media:
+    """The clinic's own file when it gave one, else the drawing (drawn now if not on disk)."""
+    if exercise.media is not None and exercise.media_kind is not None:
+        stat = exercise.media.stat()
+        key = hashlib.sha256(f"{exercise.media}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        return Media(kind=exercise.media_kind, path=str(exercise.media),
+                     key=key.hexdigest()[:32])
+    return Media(kind="animation", path=str(cache.path(exercise, dose)),
+                 key=cache_key(exercise, dose))
+
+
+async def send(ctx: Ctx, exercise: Exercise, level: int | None) -> None:
+    dose = _dose(ctx.program, exercise, level)
+    # Drawing takes a fraction of a second the first time: off the event loop.
+    media = await asyncio.to_thread(media_for, exercise, dose, ctx.demos)
+    lines = [exercise.name + (f": {dose.describe()}" if dose else ""), exercise.how]
+    if exercise.optional:
+        lines.append("Optional hip work.")
+    ctx.say("\n".join(lines)[:CAPTION_CHARS], media=media)
+
+
+async def _level(ctx: Ctx) -> int | None:
+    program = await ctx.repo.program(ctx.user.id)
+    return program.level if program is not None else None
+
+
+async def press(ctx: Ctx, token: ButtonToken) -> None:
+    """A "Show me how" button: always valid (it only shows), whatever the conversation."""
+    exercise = ctx.program.exercise(token.value)
+    if exercise is None:  # a button from an older program file
+        ctx.say("That exercise is no longer in the program. /how lists the current ones.")
+        return
+    level = token.ref if 1 <= token.ref <= ctx.program.top_level else await _level(ctx)
+    await send(ctx, exercise, level)
+
+
+def _find(program: Program, typed: str) -> list[Exercise]:
+    wanted = typed.strip().lower()
+    if wanted.isdigit() and 1 <= int(wanted) <= len(program.exercises):
+        return [program.exercises[int(wanted) - 1]]
+    exact = [e for e in program.exercises if wanted in (e.id, e.name.lower())]
+    if exact:
+        return exact
+    return [e for e in program.exercises
+            if wanted and (wanted in e.name.lower() or wanted.replace(" ", "_") in e.id)]
+
+
+def _listing(program: Program) -> str:
+    return "\n".join(f"{n}. {e.name} (/how {n})" for n, e in enumerate(program.exercises, 1))
+
+
+async def command(ctx: Ctx) -> None:
+    """/how: the list; /how N, NAME or a word of the name: that one; /how all: every one."""
+    typed = " ".join(ctx.inbound.args).strip()
+    level = await _level(ctx)
+    program = ctx.program
+    if not typed:
+        ctx.say("Which exercise shall I show you? Press one, or send /how and its number:\n"
+                + _listing(program), buttons(program, level, list(program.exercises)))
+        return
+    if typed.lower() == "all":
+        for exercise in program.exercises:
+            await send(ctx, exercise, level)
+        return
+    found = _find(program, typed)
+    if len(found) == 1:
+        await send(ctx, found[0], level)
+        return
+    quoted = typed if len(typed) <= ECHO_CHARS else typed[:ECHO_CHARS] + "..."
+    if found:
+        ctx.say(f"More than one exercise matches \"{quoted}\". Which one?",
+                buttons(program, level, found))
+        return
+    ctx.say(f"I do not know an exercise called \"{quoted}\". Send /how alone for the list, "
+            "or /how with its number, for example /how 1.")
