@@ -14,8 +14,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.channels.console import FILES_DIR, ConsoleChannel, remove_files
 from bot.delivery import Deliverer
@@ -25,7 +25,10 @@ from conversations.demo import DemoCache
 from conversations.engine import Engine
 from conversations.flows.staff import MAX_PERIOD_DAYS, period_of, render, user_ref
 from conversations.program.data import Program, ProgramError, load_program
+from storage import crypto
+from storage.crypto import UndecryptableData
 from storage.db import create_engine, is_sqlite, migrate, sessionmaker
+from storage.models import Base
 from storage.repository import Repository
 from storage.stats import compute
 
@@ -71,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     erase.add_argument("user", help=USER_HELP)
     erase.add_argument("--yes", action="store_true",
                        help="erase without asking for confirmation")
+    commands.add_parser("rotate-key", help="re-encrypt all health data with the first key of "
+                                           "KNEECOACH_ENCRYPTION_KEYS")
     return parser
 
 
@@ -115,9 +120,9 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
     if missing:
         print(f"kneecoach: {missing[0]} is not set", file=sys.stderr)
         return 2
-    database = create_engine(settings.database_url)
-    if is_sqlite(settings.database_url):
-        await migrate(database)  # the embedded default keeps itself up to date
+    if not settings.keys:
+        log.warning("KNEECOACH_ENCRYPTION_KEYS is not set: health data is stored in plain text")
+    database = await _database(settings)
     sessions = sessionmaker(database)
     clock = SystemClock()
     demos = DemoCache(settings.demo_dir)
@@ -177,9 +182,7 @@ async def _until(channel: TelegramChannel | SlackChannel, stop: asyncio.Event) -
 
 async def _admin(settings: Settings, args: argparse.Namespace) -> int:
     """The admin commands of the command line, each in one transaction."""
-    database = create_engine(settings.database_url)
-    if is_sqlite(settings.database_url):
-        await migrate(database)
+    database = await _database(settings)
     try:
         async with sessionmaker(database)() as db, db.begin():
             repo = Repository(db)
@@ -227,8 +230,38 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> int:
         await database.dispose()
 
 
+async def _database(settings: Settings) -> AsyncEngine:
+    """The engine, its schema brought up to date on SQLite (the embedded default keeps itself
+    up to date), and its stored health data found readable with the configured keys."""
+    database = create_engine(settings.database_url, settings.keys)
+    try:
+        if is_sqlite(settings.database_url):
+            await migrate(database)
+        async with sessionmaker(database)() as db:
+            await crypto.check(db, Base.metadata.sorted_tables)
+    except BaseException:
+        await database.dispose()
+        raise
+    return database
+
+
+async def _rotate_key(settings: Settings) -> int:
+    if not settings.keys:
+        print("kneecoach: KNEECOACH_ENCRYPTION_KEYS is not set", file=sys.stderr)
+        return 2
+    database = await _database(settings)
+    try:
+        async with sessionmaker(database)() as db:
+            written = await crypto.rotate(db, Base.metadata.sorted_tables)
+    finally:
+        await database.dispose()
+    print(f"kneecoach: {written} stored values are encrypted with the first key; "
+          "the others can be removed from KNEECOACH_ENCRYPTION_KEYS")
+    return 0
+
+
 async def _migrate(settings: Settings) -> int:
-    database = create_engine(settings.database_url)
+    database = create_engine(settings.database_url, settings.keys)
     try:
         await migrate(database)
     finally:
@@ -247,14 +280,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "migrate":
-        return asyncio.run(_migrate(settings))
-    if args.command in ("grant", "revoke", "stats", "erase"):
-        return asyncio.run(_admin(settings, args))
     try:
-        return asyncio.run(_run(settings, program, args))
-    except KeyboardInterrupt:
-        return 0
+        if args.command == "migrate":
+            return asyncio.run(_migrate(settings))
+        if args.command == "rotate-key":
+            return asyncio.run(_rotate_key(settings))
+        if args.command in ("grant", "revoke", "stats", "erase"):
+            return asyncio.run(_admin(settings, args))
+        try:
+            return asyncio.run(_run(settings, program, args))
+        except KeyboardInterrupt:
+            return 0
+    except UndecryptableData as exc:
+        print(f"kneecoach: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from conversations.program.data import Program
 from conversations.program.rules import SessionFact, restart_level
 from conversations.prompts import check_message, prompt_message
 from conversations.schedule import local_date, next_prompt_at, next_summary_at
-from storage import dispatch, stats
+from storage import dispatch, retention, stats
 from storage.db import is_sqlite
 from storage.models import ProgressionEvent
 from storage.repository import Repository
@@ -106,8 +106,12 @@ class Scheduler:
     on PostgreSQL, where SKIP LOCKED hands them disjoint rows; SQLite serialises writers."""
 
     def __init__(self, sessions: async_sessionmaker[DbSession], program: Program, clock: Clock,
-                 *, grace: timedelta, batch: int = BATCH, parallel: int = 1) -> None:
+                 *, grace: timedelta, batch: int = BATCH, parallel: int = 1,
+                 retention: timedelta = timedelta(days=90),
+                 audit_retention: timedelta = timedelta(days=365)) -> None:
         self.sessions = sessions
+        self.retention = retention
+        self.audit_retention = audit_retention
         self.program = program
         self.clock = clock
         self.grace = grace
@@ -130,7 +134,8 @@ class Scheduler:
 
         async with self._running:
             self._days_cache.clear()  # computed for this tick's `now`
-            for step in (self._checks, self._prompts, self._summaries, self._tallies):
+            for step in (self._checks, self._prompts, self._summaries, self._tallies,
+                         self._prune):
                 await asyncio.gather(*(batches(step) for _ in range(self.parallel)))
             await self._broadcast_reports(now, report)
         return report
@@ -293,6 +298,13 @@ class Scheduler:
         async with self.sessions() as db, db.begin():
             return await stats.fold(db, self.batch)
 
+    async def _prune(self, now: datetime, report: TickReport) -> bool:
+        """Delete what is kept only for the retention periods (after the tallies counted
+        the prompts sent)."""
+        async with self.sessions() as db, db.begin():
+            return await retention.prune(db, now, self.retention, self.audit_retention,
+                                         self.batch)
+
     async def _broadcast_reports(self, now: datetime, report: TickReport) -> None:
         async with self.sessions() as db, db.begin():
             rows = []
@@ -359,7 +371,9 @@ async def run_worker(settings: Settings, sessions: async_sessionmaker[DbSession]
     workers may run against one PostgreSQL database."""
     scheduler = Scheduler(sessions, program, clock,
                           grace=timedelta(minutes=settings.grace_minutes),
-                          parallel=1 if is_sqlite(settings.database_url) else PARALLEL)
+                          parallel=1 if is_sqlite(settings.database_url) else PARALLEL,
+                          retention=timedelta(days=settings.retention_days),
+                          audit_retention=timedelta(days=settings.audit_retention_days))
     sender = OutboxSender(sessions, deliverers, clock, rate=settings.send_rate)
     jobs = AsyncIOScheduler(timezone=UTC)
     # One tick at a time; ticks missed while one ran long fold into one. First tick now.

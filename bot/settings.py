@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storage.crypto import parse_keys
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -34,6 +36,10 @@ class Settings(BaseSettings):
     # Where the exercises' demonstration GIFs are kept (drawn once per program version).
     demo_dir: Path | None = None
     log_level: str = "INFO"
+    # Fernet keys, newest first: health data is encrypted at rest (storage/crypto.py).
+    encryption_keys: SecretStr | None = None
+    retention_days: int = Field(90, ge=1, le=36500)  # update ids, sent messages
+    audit_retention_days: int = Field(365, ge=1, le=36500)
 
     @field_validator("database_url")
     @classmethod
@@ -65,6 +71,18 @@ class Settings(BaseSettings):
         if value.upper() not in LOG_LEVELS:
             raise ValueError(f"one of {', '.join(LOG_LEVELS)}")
         return value.upper()
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_keys(value.get_secret_value())
+        return value
+
+    @property
+    def keys(self) -> list[str]:
+        """The encryption keys, newest first (empty: health data stored in plain text)."""
+        return parse_keys(self.encryption_keys.get_secret_value()) if self.encryption_keys else []
 
     @property
     def admin_ids(self) -> frozenset[tuple[str, str]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +14,11 @@ from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+
+from storage.crypto import use_keys
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -32,7 +36,28 @@ def upsert(db: DbSession, table: Table | type) -> PgInsert | SqliteInsert:
     return (pg_insert if is_postgres(db) else sqlite_insert)(table)
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def create_engine(url: str, keys: Sequence[str] = (), **kwargs: Any) -> AsyncEngine:
+    """An engine for the URL; with `keys` (Fernet keys, newest first) health data is
+    encrypted at rest (storage/crypto.py)."""
+    engine = _create_engine(url, **kwargs)
+    use_keys(engine, keys)
+    return engine
+
+
+def _private_file(url: str) -> None:
+    """Create the SQLite file readable by its owner only, before SQLite does: SQLite gives
+    its -wal and -shm files the database file's permissions."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError:
+        pass  # it exists (and keeps the permissions its operator gave it), or SQLite says why
+
+
+
+def _create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if is_sqlite(url):
         # Writers queue on SQLite's lock for up to 30 s instead of failing at once. Every
         # session ends its own transaction (commit, or rollback on close), so the pool's extra
@@ -40,6 +65,10 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         # and this one was a fifth of a chat message's database time.
         engine = create_async_engine(url, connect_args={"timeout": 30},
                                      pool_reset_on_return=None, **kwargs)
+
+        @event.listens_for(engine.sync_engine, "do_connect")
+        def _create_private(*_args: Any) -> None:
+            _private_file(url)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:

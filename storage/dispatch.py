@@ -21,12 +21,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Date,
     Select,
     String,
-    TypeDecorator,
     and_,
     any_,
     bindparam,
@@ -42,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from storage.crypto import SerializedJSON
 from storage.db import is_postgres, upsert
 from storage.models import Broadcast, Outbox, ProgramState, Session, User, UTCDateTime
 
@@ -346,17 +345,6 @@ async def unchecked_sessions(db: DbSession, before: Mapping[int, date], within: 
 
 
 # --- the outbox ----------------------------------------------------------------------------
-class _JSONText(TypeDecorator[str]):
-    """A payload serialized already: handed to the driver as it is (a tick may queue 100,000
-    copies of one rendered message, and serializing each again costs more than the insert)."""
-
-    impl = JSON
-    cache_ok = True
-
-    def bind_processor(self, dialect: Any) -> None:
-        return None
-
-
 async def enqueue_many(db: DbSession, rows: Sequence[Mapping[str, Any]], now: datetime) -> None:
     """Queue rows (user_id, channel, chat_id, kind, payload as JSON text, dedupe_key), due now;
     a dedupe key that exists already is skipped, so a message is queued at most once."""
@@ -367,7 +355,7 @@ async def enqueue_many(db: DbSession, rows: Sequence[Mapping[str, Any]], now: da
     at = literal_column(str(literal(now, UTCDateTime()).compile(
         dialect=db.get_bind().dialect, compile_kwargs={"literal_binds": True})))
     insert = upsert(db, _outbox).values(
-        payload=bindparam("payload", type_=_JSONText()), status="pending", attempts=0,
+        payload=bindparam("payload", type_=SerializedJSON()), status="pending", attempts=0,
         not_before=at, created_at=at)
     await db.execute(insert.on_conflict_do_nothing(index_elements=["dedupe_key"]), list(rows))
 

@@ -16,12 +16,13 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
-    Text,
     TypeDecorator,
     UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from storage.crypto import EncryptedJSON, EncryptedText
 
 # Named constraints keep Alembic migrations identical on SQLite and PostgreSQL.
 NAMING = {
@@ -101,7 +102,7 @@ class ConversationState(Base):
     user_id: Mapped[int] = mapped_column(ID, _user_fk(), primary_key=True)
     flow: Mapped[str] = mapped_column(String(32), default="idle")
     step: Mapped[str] = mapped_column(String(32), default="")
-    answers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    answers: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON, default=dict)
     # Optimistic concurrency: every advance bumps it; a write against an old version fails.
     version: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -113,7 +114,7 @@ class Assessment(Base):
     id: Mapped[int] = mapped_column(ID, primary_key=True)
     user_id: Mapped[int] = mapped_column(ID, _user_fk(), index=True)
     kind: Mapped[str] = mapped_column(String(16))  # redflag, symptoms, kujala
-    answers: Mapped[dict[str, Any]] = mapped_column(JSON)
+    answers: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON)
     score: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -182,7 +183,7 @@ class ProgressionEvent(Base):
     to_level: Mapped[int] = mapped_column(Integer)
     action: Mapped[str] = mapped_column(String(16))  # start, progress, regress, restart, stop
     rule: Mapped[str] = mapped_column(String(8))
-    message: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(EncryptedText)
 
 
 class Hold(Base):
@@ -223,7 +224,7 @@ class Outbox(Base):
     channel: Mapped[str] = mapped_column(String(16))
     chat_id: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))  # prompt, check, alert, broadcast, reply
-    payload: Mapped[dict[str, Any]] = mapped_column(JSON)  # an Outbound, as JSON
+    payload: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON)  # an Outbound, as JSON
     # One row per logical message: a prompt for a user's day, a broadcast to a user.
     dedupe_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     # pending, sent, failed, blocked
@@ -247,7 +248,7 @@ class Broadcast(Base):
     coach_id: Mapped[int | None] = mapped_column(
         ID, ForeignKey("users.id", ondelete="SET NULL"), index=True
     )
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(EncryptedText)
     send_at: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16), default="scheduled")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

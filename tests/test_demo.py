@@ -378,3 +378,20 @@ async def test_the_daily_prompt_carries_show_me_how_too(engine: Engine) -> None:
     (shown,) = patient.replies
     assert shown.media is not None and shown.text.startswith(
         "Wall squat squeezing a ball between the knees: 2 x 8, 3 s hold, to 30 deg")
+
+
+async def test_telegram_sends_a_clinic_clip_as_a_video_then_by_its_file_id(
+        tmp_path: Path, telegram_api: BotApiServer, telegram_bot: TelegramChannel) -> None:
+    clip = b"\0\0\0\x18ftypmp42" + b"\0" * 64
+    path = tmp_path / "program.toml"
+    path.write_text(SHIPPED.replace('id = "bridge"', 'id = "bridge"\nmedia = "bridge.mp4"', 1))
+    (tmp_path / "bridge.mp4").write_bytes(clip)
+    telegram_bot.engine.program = load_program(path)
+    dee = Person(telegram_api, 1404)
+    await dee.say("/start")
+    await dee.answer_all(*CLEAN_SCREEN)
+    (shown,) = [m for m in await dee.say("/how bridge") if m.kind != "text"]
+    assert shown.kind == "video" and shown.content == clip
+    (again,) = [m for m in await dee.say("/how 9") if m.kind != "text"]
+    assert again.file_id == shown.file_id and again.content == b""
+    assert [bool(c.files) for c in telegram_api.called("sendVideo")] == [True, False]

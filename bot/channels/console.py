@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from bot.files import write_private
 from conversations.engine import Engine
 from conversations.messages import Button, Inbound, Outbound
 
@@ -99,7 +100,7 @@ class ConsoleChannel:
             self._write(f"(see {outbound.media.path})")
         for name, content in attachments:
             path = self._file_path(name)
-            path.write_bytes(content)
+            write_private(path, content)
             self._write(f"(saved {path})")
 
     def _as_typed(self) -> bool:
@@ -108,7 +109,7 @@ class ConsoleChannel:
     def _file_path(self, name: str) -> Path:
         """kneecoach-files/USER/USER-mydata-20260114-080000.json: whose, what and when."""
         folder = user_folder(self.files_dir, self.user_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # its names are the user's too
         stem, dot, suffix = name.removeprefix("kneecoach-").rpartition(".")
         stamp = self.engine.clock.now().strftime("%Y%m%d-%H%M%S")
         path = folder / f"{folder.name}-{stem}-{stamp}{dot}{suffix}"
