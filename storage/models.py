@@ -196,7 +196,7 @@ class Hold(Base):
     user_id: Mapped[int] = mapped_column(ID, _user_fk(), index=True)
     kind: Mapped[str] = mapped_column(String(16))  # referral, pain
     rule: Mapped[str] = mapped_column(String(16))  # screen, 2b, R4, R7
-    reason: Mapped[str] = mapped_column(Text)  # for the coach: what caused it
+    reason: Mapped[str] = mapped_column(EncryptedText)  # for the coach: what caused it
     level: Mapped[int | None] = mapped_column(Integer)  # the level before; None: no program
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_on: Mapped[date] = mapped_column(Date)  # the patient's local date
@@ -205,7 +205,7 @@ class Hold(Base):
     requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # /resume asked a coach
     lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lifted_by: Mapped[str | None] = mapped_column(String(96))  # channel:id, as on audit_log
-    lift_reason: Mapped[str | None] = mapped_column(Text)
+    lift_reason: Mapped[str | None] = mapped_column(EncryptedText)
     restart_level: Mapped[int | None] = mapped_column(Integer)
 
 
