@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from bot.channels import StartupError
 from bot.channels.console import FILES_DIR, ConsoleChannel, remove_files
 from bot.delivery import Deliverer
 from bot.settings import Settings, SettingsError, load_settings
@@ -138,6 +139,9 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
         else:
             await _serve(settings, sessions, program, engine, clock,
                          [] if args.worker else channels)
+    except StartupError as exc:  # a platform refused or did not answer: one line, no trace
+        print(f"kneecoach: {exc}", file=sys.stderr)
+        return exc.exit_code
     finally:
         drawn.set()  # stop drawing: what is missing is drawn when first asked for
         if warming is not None:
@@ -162,18 +166,29 @@ async def _serve(settings: Settings, sessions: async_sessionmaker[DbSession], pr
         deliverers["telegram"] = TelegramChannel.deliverer(settings, sessions)
     if settings.slack_bot_token:
         deliverers["slack"] = SlackChannel.deliverer(settings)
-    tasks = [run_worker(settings, sessions, program, deliverers, clock, stop)]
+    chats: list[TelegramChannel | SlackChannel] = []
     if "telegram" in channels:
-        tasks.append(_until(TelegramChannel(settings, engine), stop))
+        chats.append(TelegramChannel(settings, engine))
     if "slack" in channels:
-        tasks.append(_until(SlackChannel(settings, engine), stop))
+        chats.append(SlackChannel(settings, engine))
+    started: list[TelegramChannel | SlackChannel] = []
+    try:  # every channel is up (or start-up fails) before any work begins
+        for chat in chats:
+            await chat.start()
+            started.append(chat)
+    except StartupError:
+        for chat in started:
+            await chat.stop()
+        raise
+    tasks = [run_worker(settings, sessions, program, deliverers, clock, stop),
+             *(_until(chat, stop) for chat in started)]
     log.info("kneecoach running: %s", ", ".join(channels) or "worker only")
     await asyncio.gather(*tasks)
 
 
 async def _until(channel: TelegramChannel | SlackChannel, stop: asyncio.Event) -> None:
-    """Serve a chat channel until `stop` is set, then let it finish what it has in hand."""
-    await channel.start()
+    """Serve a started chat channel until `stop` is set, then let it finish what it has in
+    hand."""
     try:
         await stop.wait()
     finally:

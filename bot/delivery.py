@@ -10,7 +10,7 @@ import logging
 import math
 import random
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -28,45 +28,102 @@ from storage.repository import Repository
 log = logging.getLogger(__name__)
 
 
-class RetryLater(Exception):
+class DeliveryError(Exception):
+    """A message failed at one of its parts; `sent` counts the parts of the whole message
+    that went out before (they are never sent again: a retry resumes at part `sent`)."""
+
+    def __init__(self, reason: str, sent: int = 0) -> None:
+        super().__init__(reason)
+        self.sent = sent
+
+
+class RetryLater(DeliveryError):
     """A 429, a 5xx or a network error: the same message may go through later."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: str, retry_after: float | None = None, sent: int = 0) -> None:
+        super().__init__(reason, sent)
         self.retry_after = retry_after  # what the platform asked for, if it said
 
 
-class Blocked(Exception):
+class Blocked(DeliveryError):
     """The user blocked the bot or left: do not retry until they write again."""
 
 
-class Undeliverable(Exception):
+class Undeliverable(DeliveryError):
     """A request the platform will never accept (bad chat id, message rejected)."""
+
+
+class Unexpected(DeliveryError):
+    """A failure of no known kind (a malformed API answer, an adapter bug). The part may or
+    may not have gone out: it is left to the outbox's backoff, not retried in place."""
 
 
 class Deliverer(Protocol):
     channel: str
 
-    async def deliver(self, outbound: Outbound) -> str | None:
-        """Send (or edit) one message; return the platform's message id when there is one.
-        Raises RetryLater, Blocked or Undeliverable."""
+    async def deliver(self, outbound: Outbound, start: int = 0,
+                      progress: Progress | None = None) -> str | None:
+        """Send (or edit) one message, its parts from `start` on, awaiting `progress(n)`
+        once n parts are out and more follow; return the platform's message id when there
+        is one. Raises a DeliveryError kind."""
         ...
 
 
-# --- rendering help for the channels --------------------------------------------------------
-def split_text(text: str, limit: int) -> list[str]:
-    """Cut a long text into messages at line ends (else spaces) so no word is broken."""
-    parts = []
-    while len(text) > limit:
-        cut = text.rfind("\n", 0, limit + 1)
-        if cut <= 0:
-            cut = text.rfind(" ", 0, limit + 1)
-        if cut <= 0:
-            cut = limit
-        parts.append(text[:cut])
-        text = text[cut:].lstrip("\n") if text[cut:cut + 1] == "\n" else text[cut:]
-    return [*parts, text] if text else parts
+Part = Callable[[], Awaitable[str | None]]
+Progress = Callable[[int], Awaitable[None]]
 
+
+async def send_parts(parts: Sequence[Part], start: int, progress: Progress | None = None
+                     ) -> str | None:
+    """Send a message's parts in order from `start`; a failure says how many went out.
+    Each part maps its platform's errors to the kinds above; any other error is Unexpected."""
+    sent = None
+    for n in range(start, len(parts)):
+        try:
+            sent = await parts[n]()
+        except DeliveryError as exc:
+            exc.sent = n
+            raise
+        except Exception as exc:
+            raise Unexpected(repr(exc), n) from exc
+        if progress is not None and n + 1 < len(parts):
+            await progress(n + 1)
+    return sent
+
+
+# --- rendering help for the channels --------------------------------------------------------
+def utf16_len(text: str) -> int:
+    """The length as Telegram and Slack count it: UTF-16 code units (an emoji is two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def fit(text: str, limit: int) -> str:
+    """The longest start of `text` within `limit` UTF-16 units (never half a character)."""
+    n = min(len(text), limit)
+    while (over := utf16_len(text[:n]) - limit) > 0:
+        n -= max(1, over // 2)
+    return text[:n]
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Cut a long text into parts of at most `limit` UTF-16 units, at a line end, else a
+    space, else anywhere; the whitespace at a cut is dropped, and no part is empty or only
+    whitespace (platforms refuse those). Every channel splits here."""
+    parts = []
+    while text.strip():
+        if utf16_len(text) <= limit:
+            parts.append(text)
+            break
+        head = fit(text, limit)
+        cut = head.rfind("\n")
+        if cut <= 0:
+            cut = max(head.rfind(" "), head.rfind("\t"))
+        if cut <= 0:
+            cut = len(head)
+        if part := text[:cut].rstrip():
+            parts.append(part)
+        text = text[cut:].lstrip()
+    return parts
 
 
 # --- replies to what a user just sent ----------------------------------------------------
@@ -76,9 +133,19 @@ REPLY_WAIT_CAP = 10.0  # seconds; a longer wait is the outbox's job, not the cha
 
 async def send_replies(deliverer: Deliverer, engine: Engine, inbound: Inbound,
                        replies: list[Outbound]) -> None:
-    """Send a handler's replies in order, retrying briefly in place. What still cannot go is
-    queued in the outbox (the rest with it, to keep the order), so no reply is lost; a chat
-    that blocked the bot is marked unreachable."""
+    """Send a handler's replies in order, retrying briefly in place from the part that
+    failed. What still cannot go is queued in the outbox (the rest with it, to keep the
+    order), so no reply is lost; nor does a reply overtake one the outbox holds for the chat.
+    A chat that blocked the bot is marked unreachable."""
+    if not replies:
+        return
+    async with engine.sessions() as db:
+        waiting = await dispatch.chat_waiting(db, inbound.channel, inbound.chat_id,
+                                              engine.clock.now())
+    if waiting:
+        log.info("replies to update %s queued behind the chat's outbox", inbound.update_id)
+        await engine.defer(inbound, replies, tried=False)
+        return
     for n, reply in enumerate(replies):
         try:
             await _send_now(deliverer, reply)
@@ -87,18 +154,21 @@ async def send_replies(deliverer: Deliverer, engine: Engine, inbound: Inbound,
             return
         except Undeliverable as exc:  # say, an edit of a message that is gone: nothing to retry
             log.warning("reply to update %s undeliverable: %s", inbound.update_id, exc)
-        except RetryLater as exc:
-            log.info("reply to update %s queued in the outbox: %s", inbound.update_id, exc)
-            await engine.defer(inbound, replies[n:])
+        except DeliveryError as exc:  # RetryLater, Unexpected
+            log.info("reply to update %s queued in the outbox at part %s: %s",
+                     inbound.update_id, exc.sent, exc)
+            await engine.defer(inbound, replies[n:], exc.sent)
             return
 
 
 async def _send_now(deliverer: Deliverer, reply: Outbound) -> None:
+    sent = 0
     for attempt in range(REPLY_TRIES):
         try:
-            await deliverer.deliver(reply)
+            await deliverer.deliver(reply, sent)
             return
         except RetryLater as exc:
+            sent = exc.sent
             wait = exc.retry_after if exc.retry_after is not None else 0.5 * 2 ** attempt
             if attempt == REPLY_TRIES - 1 or wait > REPLY_WAIT_CAP:
                 raise
@@ -264,7 +334,8 @@ class OutboxSender:
         return len(rows)
 
     async def _chat(self, key: tuple[str, str]) -> None:
-        """Send one chat's rows in order, one at a time."""
+        """Send one chat's rows in order, one at a time. When one is left to retry later,
+        the rows behind it are given back: they wait for it (see dispatch.claim_outbox)."""
         queue = self._queues[key]
         pacer = self.pacers[key[0]]
         try:
@@ -273,57 +344,74 @@ class OutboxSender:
                     return  # stopping: what is left is released by run()
                 row = queue.popleft()
                 try:
-                    blocked = await self._attempt(row)
+                    outcome = await self._attempt(row)
                 except Exception:  # left leased: it is claimed again when the lease runs out
                     log.exception("outbox %s: sending failed", row.id)
-                    blocked = False
+                    outcome = "held"
                 pacer.done(key[1])
                 self._held -= 1
                 self._progress.set()
-                if blocked:  # the other rows to this chat are marked blocked too
+                if outcome == "blocked":  # the other rows to this chat are marked blocked too
                     self._held -= len(queue)
                     queue.clear()
+                elif outcome == "held" and queue:
+                    rest = list(queue)
+                    queue.clear()
+                    self._held -= len(rest)
+                    await self._record(self._release, rest[0], rest)
         finally:
             if not queue:
                 del self._queues[key]
 
-    async def _attempt(self, row: dispatch.Claimed) -> bool:
-        """Deliver one row and record the outcome; True when the chat has blocked us."""
+    @staticmethod
+    async def _release(db: DbSession, row: dispatch.Claimed, rows: list[dispatch.Claimed]
+                       ) -> None:
+        await dispatch.release(db, rows)
+
+    async def _attempt(self, row: dispatch.Claimed) -> str:
+        """Deliver one row from its first unsent part and record the outcome: "done" (sent
+        or given up on), "blocked" (the chat blocked us) or "held" (to be tried again)."""
         if self.clock.now() >= row.lease_until - LEASE_MARGIN:
             log.info("outbox %s: lease nearly over, left for the next claim", row.id)
-            return False
+            return "held"
         try:
             outbound = Outbound.model_validate(row.payload)
         except ValidationError as exc:
             await self._record(dispatch.mark_failed, row, f"bad payload: {exc}")
             self.stats["failed"] += 1
-            return False
+            return "done"
         try:
+            async def progress(sent: int) -> None:  # recorded at once: a crash resumes there
+                await self._record(dispatch.record_parts, row, sent)
+
             async with asyncio.timeout(self.timeout):
-                await self.deliverers[row.channel].deliver(outbound)
+                await self.deliverers[row.channel].deliver(outbound, row.parts_sent, progress)
         except RetryLater as exc:
-            await self._retry(row, str(exc) or "retry later", exc.retry_after)
+            return await self._retry(row, str(exc) or "retry later", exc.retry_after, exc.sent)
         except TimeoutError:
-            await self._retry(row, f"no answer within {self.timeout:g} s", None)
+            return await self._retry(row, f"no answer within {self.timeout:g} s", None)
         except Blocked as exc:
             log.info("outbox %s: %s:%s blocked the bot", row.id, row.channel, row.chat_id)
             await self._record(self._mark_blocked, row, str(exc) or "blocked")
             self.stats["blocked"] += 1
-            return True
+            return "blocked"
         except Undeliverable as exc:
             log.warning("outbox %s undeliverable: %s", row.id, exc)
-            await self._record(dispatch.mark_failed, row, str(exc) or "undeliverable")
+            await self._record(dispatch.mark_failed, row, str(exc) or "undeliverable",
+                               exc.sent)
             self.stats["failed"] += 1
-        except Exception as exc:  # an adapter bug must not stop the sender; retry with backoff
+        except Exception as exc:  # Unexpected, or an adapter bug: retry with backoff
             log.exception("outbox %s: delivery raised", row.id)
-            await self._retry(row, repr(exc), None)
+            return await self._retry(row, repr(exc), None,
+                                     exc.sent if isinstance(exc, DeliveryError) else None)
         else:
             await self._record(dispatch.mark_sent, row, self.clock.now())
             self.stats["sent"] += 1
-        return False
+        return "done"
 
-    async def _retry(self, row: dispatch.Claimed, reason: str, retry_after: float | None
-                     ) -> None:
+    async def _retry(self, row: dispatch.Claimed, reason: str, retry_after: float | None,
+                     sent: int | None = None) -> str:
+        """Back off, or give up after the attempt cap; `sent`: the parts that went out."""
         if retry_after is not None:  # the platform's own limit: wait as told, never give up
             self.pacers[row.channel].pause(retry_after)
             self.stats["rate_limited"] += 1
@@ -331,14 +419,15 @@ class OutboxSender:
         elif row.attempts + 1 >= self.max_attempts:
             log.warning("outbox %s failed after %s attempts: %s", row.id, row.attempts + 1,
                         reason)
-            await self._record(dispatch.mark_failed, row, reason)
+            await self._record(dispatch.mark_failed, row, reason, sent)
             self.stats["failed"] += 1
-            return
+            return "done"
         else:  # exponential backoff with jitter, so a recovering platform is not stampeded
             delay = min(self.max_backoff, self.backoff * 2 ** row.attempts)
             delay *= random.uniform(0.5, 1.0)
-        await self._record(dispatch.retry_later, row, self.clock.now() + delay, reason)
+        await self._record(dispatch.retry_later, row, self.clock.now() + delay, reason, sent)
         self.stats["retried"] += 1
+        return "held"
 
     @staticmethod
     async def _mark_blocked(db: DbSession, row: dispatch.Claimed, error: str) -> None:

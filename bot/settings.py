@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     # Where the exercises' demonstration GIFs are kept (drawn once per program version).
     demo_dir: Path | None = None
     log_level: str = "INFO"
+    # How long start-up retries a platform that does not answer (5xx, timeouts) before exit 1.
+    startup_seconds: float = Field(60, ge=0, le=3600)
     # Fernet keys, newest first: health data is encrypted at rest (storage/crypto.py).
     encryption_keys: SecretStr | None = None
     retention_days: int = Field(90, ge=1, le=36500)  # update ids, sent messages

@@ -99,9 +99,12 @@ class Engine:
         async with self.sessions() as db, db.begin():
             await Repository(db).set_unreachable(channel, chat_id)
 
-    async def defer(self, inbound: Inbound, replies: list[Outbound]) -> None:
+    async def defer(self, inbound: Inbound, replies: list[Outbound], sent: int = 0,
+                    tried: bool = True) -> None:
         """Replies the channel could not send now go to the outbox, which retries them under
-        the platform's limits: a reply is never dropped because the platform was busy."""
+        the platform's limits: a reply is never dropped because the platform was busy. The
+        first one's `sent` parts went out already and are not sent again; `tried`: it failed
+        once, so it counts as being retried and the chat's later messages wait for it."""
         async with self.sessions() as db, db.begin():
             repo = Repository(db)
             user = await repo.user(inbound.channel, inbound.user_id)
@@ -109,7 +112,8 @@ class Engine:
                 await repo.enqueue(
                     user_id=user.id if user else None, channel=reply.channel,
                     chat_id=reply.chat_id, kind="reply", payload=reply.model_dump(mode="json"),
-                    now=self.clock.now(),
+                    now=self.clock.now(), parts_sent=sent if n == 0 else 0,
+                    attempts=int(tried and n == 0),
                     dedupe_key=f"reply:{inbound.update_id}:{n}" if inbound.update_id else None)
 
     async def home(self, channel: str, user_id: str) -> str:

@@ -114,6 +114,7 @@ class Claimed:
     attempts: int
     not_before: datetime
     lease_until: datetime
+    parts_sent: int = 0  # the message resumes at this part
 
 
 def _among(db: DbSession, column: Any, ids: Collection[int]) -> Any:
@@ -362,17 +363,29 @@ async def enqueue_many(db: DbSession, rows: Sequence[Mapping[str, Any]], now: da
 
 _CLAIMED_COLUMNS = (_outbox.c.id, _outbox.c.user_id, _outbox.c.channel, _outbox.c.chat_id,
                     _outbox.c.kind, _outbox.c.payload, _outbox.c.attempts, _outbox.c.not_before,
-                    _outbox.c.lease_until)
+                    _outbox.c.lease_until, _outbox.c.parts_sent)
+
+
+def _holding(rows: Any, now: datetime) -> Any:
+    """A pending row that is being retried or is out with a worker: the later rows to its
+    chat wait for it, so a chat's messages leave in the order they were queued."""
+    return and_(rows.c.status == "pending",
+                or_(rows.c.attempts > 0, rows.c.lease_until >= now))
 
 
 async def claim_outbox(db: DbSession, now: datetime, lease: timedelta, limit: int,
                        channels: Collection[str]) -> list[Claimed]:
     """Lease up to `limit` due pending rows of the given channels, oldest first. A row whose
-    lease ran out (its worker died) is due again."""
+    lease ran out (its worker died) is due again. A row waits while an earlier one to its
+    chat is retried or in flight (the wait ends when that one is sent or given up on)."""
+    earlier = _outbox.alias("earlier")
+    waits = exists().where(earlier.c.channel == _outbox.c.channel,
+                           earlier.c.chat_id == _outbox.c.chat_id,
+                           earlier.c.id < _outbox.c.id, _holding(earlier, now))
     due = (select(_outbox.c.id)
            .where(_outbox.c.status == "pending", _outbox.c.not_before <= now,
                   or_(_outbox.c.lease_until.is_(None), _outbox.c.lease_until < now),
-                  _outbox.c.channel.in_(channels))
+                  _outbox.c.channel.in_(channels), ~waits)
            .order_by(_outbox.c.not_before, _outbox.c.id).limit(limit))
     if is_postgres(db):
         due = due.with_for_update(skip_locked=True)
@@ -398,16 +411,38 @@ async def mark_sent(db: DbSession, row: Claimed, now: datetime) -> None:
                      .values(status="sent", sent_at=now, lease_until=None, error=None))
 
 
-async def retry_later(db: DbSession, row: Claimed, not_before: datetime, error: str) -> None:
+def _parts(parts_sent: int | None) -> dict[str, int]:
+    """None: not known here (a timeout); what `record_parts` wrote stands."""
+    return {} if parts_sent is None else {"parts_sent": parts_sent}
+
+
+async def retry_later(db: DbSession, row: Claimed, not_before: datetime, error: str,
+                      parts_sent: int | None = None) -> None:
+    """Try again from `not_before`, resuming at part `parts_sent` (those before went out)."""
     await db.execute(update(_outbox).where(_held(row))
                      .values(attempts=_outbox.c.attempts + 1, not_before=not_before,
-                             lease_until=None, error=error[:ERROR_CHARS]))
+                             lease_until=None, error=error[:ERROR_CHARS],
+                             **_parts(parts_sent)))
 
 
-async def mark_failed(db: DbSession, row: Claimed, error: str) -> None:
+async def record_parts(db: DbSession, row: Claimed, parts_sent: int) -> None:
+    """The first `parts_sent` parts of the row's message went out: never send them again."""
+    await db.execute(update(_outbox).where(_held(row)).values(parts_sent=parts_sent))
+
+
+async def mark_failed(db: DbSession, row: Claimed, error: str, parts_sent: int | None = None
+                      ) -> None:
     await db.execute(update(_outbox).where(_held(row))
                      .values(status="failed", attempts=_outbox.c.attempts + 1,
-                             lease_until=None, error=error[:ERROR_CHARS]))
+                             lease_until=None, error=error[:ERROR_CHARS],
+                             **_parts(parts_sent)))
+
+
+async def chat_waiting(db: DbSession, channel: str, chat_id: str, now: datetime) -> bool:
+    """Whether the chat has a pending row being retried or in flight: a new message to it
+    must queue behind, not overtake."""
+    return bool(await db.scalar(select(exists().where(
+        _outbox.c.channel == channel, _outbox.c.chat_id == chat_id, _holding(_outbox, now)))))
 
 
 async def mark_blocked(db: DbSession, channel: str, chat_id: str, error: str) -> None:

@@ -63,6 +63,7 @@ class Base(DeclarativeBase):
 # has no statistics, prefers them to ix_outbox_due and ix_sessions_day.
 UNTALLIED_SESSION = text("tallied_coach IS NULL AND status <> 'prompted'")
 UNTALLIED_PROMPT = text("tallied_coach IS NULL AND kind = 'prompt' AND status = 'sent'")
+PENDING = text("status = 'pending'")
 
 
 def _user_fk() -> Any:
@@ -217,6 +218,9 @@ class Outbox(Base):
         Index("ix_outbox_due", "status", "not_before"),
         Index("ix_outbox_untallied", "tallied_coach", "status", "sent_at",
               sqlite_where=UNTALLIED_PROMPT, postgresql_where=UNTALLIED_PROMPT),
+        # A chat's pending rows, for keeping its order (see dispatch.claim_outbox).
+        Index("ix_outbox_chat_pending", "channel", "chat_id", "id", sqlite_where=PENDING,
+              postgresql_where=PENDING),
     )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
@@ -230,6 +234,8 @@ class Outbox(Base):
     # pending, sent, failed, blocked
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Parts of the message (text pieces, a chart, a file) that went out: never sent again.
+    parts_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     not_before: Mapped[datetime] = mapped_column(UTCDateTime)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     broadcast_id: Mapped[int | None] = mapped_column(

@@ -283,16 +283,17 @@ class Repository:
 
     async def enqueue(self, *, user_id: int | None, channel: str, chat_id: str, kind: str,
                       payload: dict[str, Any], now: datetime, dedupe_key: str | None = None,
-                      broadcast_id: int | None = None, not_before: datetime | None = None
-                      ) -> bool:
-        """Queue a message for the sender; False if one with this dedupe key already exists."""
+                      broadcast_id: int | None = None, not_before: datetime | None = None,
+                      parts_sent: int = 0, attempts: int = 0) -> bool:
+        """Queue a message for the sender (from part `parts_sent` on: those before went out
+        already; `attempts` made so far); False if one with this dedupe key already exists."""
         if dedupe_key is not None and await self.db.scalar(
                 select(Outbox.id).where(Outbox.dedupe_key == dedupe_key)):
             return False
         self.db.add(Outbox(user_id=user_id, channel=channel, chat_id=chat_id, kind=kind,
                            payload=payload, dedupe_key=dedupe_key, status="pending",
-                           attempts=0, not_before=not_before or now, created_at=now,
-                           broadcast_id=broadcast_id))
+                           attempts=attempts, not_before=not_before or now, created_at=now,
+                           broadcast_id=broadcast_id, parts_sent=parts_sent))
         await self.db.flush()
         return True
 

@@ -104,8 +104,9 @@ class SlackServer(FakeApi):
         blocks = params.get("blocks") or []
         if not params.get("text") and not blocks:
             return {"ok": False, "error": "no_text"}
-        if len(blocks) > 50 or any(len(b.get("text", {}).get("text", "")) > 3000
-                                   for b in blocks):
+        sections = [b["text"]["text"] for b in blocks if b.get("type") == "section"]
+        if len(blocks) > 50 or any(len(t.encode("utf-16-le")) // 2 > 3000 or not t.strip()
+                                   for t in sections):
             return {"ok": False, "error": "invalid_blocks"}
         posted = Posted(str(params["channel"]), f"{next(self._ts)}.000100",
                         str(params.get("text", "")), blocks)

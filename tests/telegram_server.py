@@ -4,7 +4,9 @@ python-telegram-bot is pointed at it (KNEECOACH_TELEGRAM_API_URL); it answers in
 JSON envelope, records every call, keeps the messages the bot sent (so edits and keyboards can
 be checked), serves injected user messages and button presses through long-polling getUpdates
 (or posts them to a registered webhook), and fails as told: 429 with retry_after, 500, 403
-"bot was blocked by the user", or an answer that comes slowly."""
+"bot was blocked by the user", an answer that comes slowly, or a malformed answer (a 200 whose
+result is not what the method returns). Lengths are counted as Telegram counts them, in UTF-16
+code units."""
 
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ class Call:
 
 @dataclass
 class Fault:
-    """Applied to the next calls that match: `status` (429, 500, 403) or `delay` seconds."""
+    """Applied to the next calls that match, after letting `after` of them through: `status`
+    (429, 500, 403), `delay` seconds, or a `malformed` answer (nothing is delivered)."""
 
     methods: tuple[str, ...]
     times: int
@@ -47,6 +50,12 @@ class Fault:
     retry_after: int | None = None
     delay: float = 0.0
     chat: str | None = None
+    after: int = 0
+    malformed: bool = False
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
 
 
 @dataclass
@@ -93,9 +102,10 @@ class BotApiServer(FakeApi):
 
     # --- what the tests do ---------------------------------------------------------------
     def fail(self, *methods: str, times: int = 1, status: int | None = None,
-             retry_after: int | None = None, delay: float = 0.0, chat: str | None = None
-             ) -> None:
-        self.faults.append(Fault(methods or SENDS, times, status, retry_after, delay, chat))
+             retry_after: int | None = None, delay: float = 0.0, chat: str | None = None,
+             after: int = 0, malformed: bool = False) -> None:
+        self.faults.append(Fault(methods or SENDS, times, status, retry_after, delay, chat,
+                                 after, malformed))
 
     async def _push(self, update: dict[str, Any]) -> dict[str, Any]:
         if self.webhook.get("url"):
@@ -179,9 +189,13 @@ class BotApiServer(FakeApi):
         params, files = await _read(request)
         call = Call(method, params, files)
         self.calls.append(call)
+        async with self._changed:  # a test may wait for a call to arrive (slow ones too)
+            self._changed.notify_all()
         fault = self._fault(method, str(params.get("chat_id", "")))
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
+        if fault is not None and fault.malformed:
+            return web.json_response({"ok": True, "result": {"unexpected": "shape"}})
         if fault is not None and fault.status is not None:
             call.status = fault.status
             async with self._changed:
@@ -212,6 +226,9 @@ class BotApiServer(FakeApi):
     def _fault(self, method: str, chat: str) -> Fault | None:
         for fault in self.faults:
             if method in fault.methods and fault.times > 0 and fault.chat in (None, chat):
+                if fault.after > 0:
+                    fault.after -= 1
+                    return None
                 fault.times -= 1
                 return fault
         return self.random_fault(method)
@@ -271,7 +288,7 @@ class BotApiServer(FakeApi):
         text = str(params.get("text", ""))
         if not text.strip():
             raise ApiError("Bad Request: message text is empty")
-        if len(text) > 4096:
+        if utf16_len(text) > 4096:
             raise ApiError("Bad Request: message is too long")
         for row in (params.get("reply_markup") or {}).get("inline_keyboard", []):
             for button in row:

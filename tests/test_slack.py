@@ -4,9 +4,13 @@ and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -20,12 +24,14 @@ from bot.settings import Settings
 from conftest import CLEAN_SCREEN
 from conversations.clock import ManualClock
 from conversations.engine import Engine
+from conversations.messages import Outbound
 from conversations.program.data import Program
 from conversations.program.screening import RED_FLAGS
 from fake_api import free_port
 from slack_server import BOT_TOKEN, SIGNING_SECRET, SlackPerson, SlackServer
 from storage.models import ProcessedUpdate, User
 
+ROOT = Path(__file__).resolve().parents[1]
 FIRST_PROMPT_DELAY = timedelta(hours=23, seconds=10)  # clock fixture 14 Jan 08:00 -> 15 Jan 07:00
 
 
@@ -154,6 +160,45 @@ async def test_progress_chart_and_data_export_are_uploaded_as_files(
              if channel == gus.channel}
     assert names["kneecoach-chart.png"].startswith(b"\x89PNG")
     assert b"kneecoach-export" in names["kneecoach-mydata.json"]
+
+
+async def test_a_wrong_slack_token_stops_start_up_with_one_line_and_exit_2(
+        slack_api: SlackServer, tmp_path: Path) -> None:
+    """bolt's async app checks the token only on the first request; kneecoach checks it with
+    auth.test before it serves anyone."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KNEECOACH_")}
+    env |= {"KNEECOACH_SLACK_BOT_TOKEN": "xoxb-wrong", "PYTHONPATH": str(ROOT),
+            "KNEECOACH_SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "KNEECOACH_SLACK_API_URL": f"{slack_api.root}/api/",
+            "KNEECOACH_LISTEN": f"127.0.0.1:{free_port()}",
+            "KNEECOACH_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main(['run']))",
+        env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE)
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    stderr = err.decode()
+    assert "Traceback" not in stderr and process.returncode == 2, stderr
+    (line,) = [n for n in stderr.splitlines() if n.startswith("kneecoach:")]
+    assert "auth.test" in line and "invalid_auth" in line and "xoxb-wrong" not in line
+
+
+async def test_long_slack_texts_split_by_utf16_length_with_no_empty_section(
+        slack_api: SlackServer) -> None:
+    deliverer = SlackChannel.deliverer(Settings(  # type: ignore[arg-type]
+        slack_bot_token=BOT_TOKEN, slack_api_url=f"{slack_api.root}/api/"))
+    emoji = "\U0001f9b5" * 2000  # 4,000 UTF-16 units: over a section's 3,000
+    await deliverer.deliver(Outbound(channel="slack", chat_id="D1", text=emoji))
+    await deliverer.deliver(Outbound(channel="slack", chat_id="D2",
+                                     text="a" + " " * 9000 + "b"))
+    (posted,) = slack_api.to("D1")
+    assert "".join(b["text"]["text"] for b in posted.blocks) == emoji
+    (spaced,) = slack_api.to("D2")
+    assert [b["text"]["text"] for b in spaced.blocks] == ["a", "b"]
 
 
 async def test_show_me_how_uploads_the_demonstration_gif(

@@ -22,16 +22,17 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.channels.telegram import APOLOGY, PRIVATE_ONLY, TelegramChannel
-from bot.delivery import OutboxSender, split_text
+from bot.delivery import OutboxSender, send_replies, split_text
 from bot.scheduler import Scheduler
 from conftest import CLEAN_SCREEN, SIGNS_AT, WORST_AT, enrolled, telegram_settings
 from conversations.clock import ManualClock
 from conversations.engine import MENU, STALE_BUTTON, Engine
-from conversations.messages import Outbound
+from conversations.messages import Inbound, Outbound
 from conversations.program.data import Program
 from conversations.program.screening import RED_FLAGS
 from fake_api import free_port
 from storage.models import Outbox, ProgramState, User
+from storage.repository import Repository
 from telegram_server import TOKEN, BotApiServer, Fault, Person
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -519,3 +520,264 @@ async def test_a_pain_pause_is_cleared_by_the_coach_from_the_request_over_telegr
         assert state is not None and state.level == 1 and state.next_prompt_at is not None
     finally:
         await channel.stop()
+
+
+# --- a reply is a sequence of parts (issue 13) -----------------------------------------------
+async def drain_until_settled(sender: OutboxSender, clock: ManualClock,
+                              sessions: async_sessionmaker[DbSession], rounds: int = 12) -> None:
+    """Drain the outbox, moving the clock past each backoff, until no row is pending."""
+    for _ in range(rounds):
+        await sender.drain()
+        async with sessions() as db:
+            if not await db.scalar(select(func.count()).select_from(Outbox)
+                                   .where(Outbox.status == "pending")):
+                return
+        clock.advance(timedelta(hours=1))
+
+
+async def test_a_reply_failing_at_its_file_or_chart_resumes_there_and_sends_its_text_once(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession], clock: ManualClock) -> None:
+    """/mydata with sendDocument answering 500 sent its text 8 times: the whole message was
+    retried in place and again from the outbox. Now each part goes once; the rest resumes."""
+    noa = Person(telegram_api, 1101)
+    await onboard(noa)
+    await noa.say("/pain")
+    await noa.answer_all("3")
+    telegram_api.fail("sendPhoto", times=2, status=500)  # retried in place, from the chart
+    await noa.say("/progress")
+    assert [m.kind for m in noa.new].count("photo") == 1
+    assert len(noa.new) == len({m.text for m in noa.new if m.kind == "text"}) + 1
+
+    telegram_api.fail("sendDocument", times=6, status=500)  # beyond the in-place retries
+    await noa.say("/mydata")
+    await drain_until_settled(OutboxSender(sessions, {"telegram": telegram_bot.deliverer},
+                                           clock, rate=28), clock, sessions)
+    mine = telegram_api.to(1101)
+    assert sum("Here is everything I hold" in m.text for m in mine) == 1
+    assert [m.kind for m in mine].count("document") == 1
+    assert len(telegram_api.called("sendDocument")) == 1
+    async with sessions() as db:
+        (row,) = (await db.scalars(select(Outbox).where(Outbox.kind == "reply"))).all()
+    assert (row.status, row.parts_sent) == ("sent", 1)
+
+
+async def test_a_long_text_failing_part_way_resumes_at_its_first_unsent_part(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel, engine: Engine,
+        sessions: async_sessionmaker[DbSession], clock: ManualClock) -> None:
+    body = "\n".join(f"Line {n}: keep the knee over the second toe" for n in range(300))
+    assert len(split_text(body, 4096)) == 4
+    telegram_api.fail("sendMessage", times=8, status=500, after=1)  # part 2 keeps failing
+    await send_replies(telegram_bot.deliverer, engine,
+                       Inbound(channel="telegram", user_id="1102", chat_id="1102", text="x",
+                               update_id="77"),
+                       [Outbound(channel="telegram", chat_id="1102", text=body)])
+    assert len(telegram_api.to(1102)) == 1  # the first part went; the rest waits in the outbox
+    await drain_until_settled(OutboxSender(sessions, {"telegram": telegram_bot.deliverer},
+                                           clock, rate=28), clock, sessions)
+    assert "\n".join(m.text for m in telegram_api.to(1102)) == body  # each part once, in order
+
+
+async def test_a_malformed_api_answer_queues_the_rest_of_the_reply_instead_of_dropping_it(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession], clock: ManualClock) -> None:
+    ola = Person(telegram_api, 1103)
+    await onboard(ola)
+    telegram_api.fail("sendDocument", times=1, malformed=True)
+    await ola.say("/mydata")
+    assert APOLOGY not in ola.text and "Here is everything I hold" in ola.text
+    assert not [m for m in ola.new if m.kind == "document"]
+    await drain_until_settled(OutboxSender(sessions, {"telegram": telegram_bot.deliverer},
+                                           clock, rate=28), clock, sessions)
+    mine = telegram_api.to(1103)
+    assert [m.kind for m in mine].count("document") == 1
+    assert sum("Here is everything I hold" in m.text for m in mine) == 1
+
+
+# --- a chat's order across retries (issue 13) ------------------------------------------------
+async def queue(sessions: async_sessionmaker[DbSession], clock: ManualClock, chat: str,
+                *texts: str) -> None:
+    async with sessions() as db, db.begin():
+        for text_ in texts:
+            await Repository(db).enqueue(
+                user_id=None, channel="telegram", chat_id=chat, kind="alert", now=clock.now(),
+                payload=Outbound(channel="telegram", chat_id=chat, text=text_).model_dump(
+                    mode="json"))
+
+
+async def test_a_later_message_waits_while_an_earlier_one_to_the_chat_is_retried(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession], clock: ManualClock) -> None:
+    await queue(sessions, clock, "1104", "first", "second")
+    await queue(sessions, clock, "1105", "other chat")
+    sender = OutboxSender(sessions, {"telegram": telegram_bot.deliverer}, clock, rate=28)
+    telegram_api.fail("sendMessage", times=2, status=500, chat="1104")
+    await sender.drain()
+    assert telegram_api.to(1104) == [] and len(telegram_api.to(1105)) == 1  # others go on
+    # A reply to the chat meanwhile queues behind too, rather than overtaking.
+    pia = Person(telegram_api, 1104)
+    await pia.say("/help")
+    assert pia.new == []
+    await drain_until_settled(sender, clock, sessions)
+    texts = [m.text for m in telegram_api.to(1104)]
+    assert texts[:2] == ["first", "second"] and len(texts) == 3
+
+
+async def test_after_the_final_failure_the_earlier_message_is_failed_and_later_ones_go(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession], clock: ManualClock) -> None:
+    await queue(sessions, clock, "1106", "doomed", "next")
+    telegram_api.fail("sendMessage", times=3, status=500, chat="1106")
+    sender = OutboxSender(sessions, {"telegram": telegram_bot.deliverer}, clock, rate=28,
+                          max_attempts=3)
+    await drain_until_settled(sender, clock, sessions)
+    assert [m.text for m in telegram_api.to(1106)] == ["next"]
+    async with sessions() as db:
+        rows_ = (await db.scalars(select(Outbox).order_by(Outbox.id))).all()
+    assert [(r.status, r.attempts) for r in rows_] == [("failed", 3), ("sent", 0)]
+
+
+# --- long texts split by UTF-16 length (issue 18) --------------------------------------------
+async def test_long_texts_split_by_utf16_length_at_whitespace_with_no_empty_part(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel) -> None:
+    emoji = "\U0001f9b5" * 3000  # 3,000 characters, 6,000 UTF-16 units
+    await telegram_bot.deliverer.deliver(Outbound(channel="telegram", chat_id="1107",
+                                                  text=emoji))
+    assert "".join(m.text for m in telegram_api.to(1107)) == emoji
+    spaced = "a" + " " * 9000 + "b"
+    await telegram_bot.deliverer.deliver(Outbound(channel="telegram", chat_id="1108",
+                                                  text=spaced))
+    assert [m.text for m in telegram_api.to(1108)] == ["a", "b"]
+    for text_ in (emoji, spaced, " \n " * 5000, "x" * 9000, "é\u0301" * 4000):
+        parts = split_text(text_, 4096)
+        assert all(p.strip() and len(p.encode("utf-16-le")) // 2 <= 4096 for p in parts)
+        assert "".join(parts).replace(" ", "").replace("\n", "") == (
+            text_.replace(" ", "").replace("\n", ""))
+
+
+# --- start-up (issue 13) ---------------------------------------------------------------------
+async def run_cli(tmp_path: Path, env: dict[str, str], within: float = 60) -> tuple[int, str]:
+    """`kneecoach run` as a subprocess (its exit code and stderr), while this test's servers
+    keep answering."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("KNEECOACH_")}
+    full |= {"KNEECOACH_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
+             "PYTHONPATH": str(ROOT), **env}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main(['run']))",
+        env=full, cwd=tmp_path, stderr=asyncio.subprocess.PIPE)
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), within)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode or 0, err.decode()
+
+
+def the_line(stderr: str) -> str:
+    """The one line kneecoach printed about why it stopped (no traceback around it)."""
+    assert "Traceback" not in stderr, stderr
+    (line,) = [n for n in stderr.splitlines() if n.startswith("kneecoach:")]
+    return line
+
+
+async def test_a_wrong_token_stops_start_up_with_one_line_and_exit_2(
+        telegram_api: BotApiServer, tmp_path: Path) -> None:
+    code, err = await run_cli(tmp_path, {"KNEECOACH_TELEGRAM_TOKEN": "123456:WRONG-token",
+                                         "KNEECOACH_TELEGRAM_API_URL": telegram_api.root})
+    line = the_line(err)
+    assert code == 2 and "getMe" in line and "401" in line and "WRONG" not in line
+
+
+@pytest.mark.parametrize("failing", ["getMe answers 500", "unreachable"])
+async def test_an_api_that_does_not_answer_is_retried_then_exit_1_with_one_line(
+        telegram_api: BotApiServer, tmp_path: Path, failing: str) -> None:
+    telegram_api.fail("getMe", times=10_000, status=500)
+    url = telegram_api.root if failing != "unreachable" else f"http://127.0.0.1:{free_port()}"
+    code, err = await run_cli(tmp_path, {"KNEECOACH_TELEGRAM_TOKEN": TOKEN,
+                                         "KNEECOACH_TELEGRAM_API_URL": url,
+                                         "KNEECOACH_STARTUP_SECONDS": "2"})
+    line = the_line(err)
+    assert code == 1 and "getMe" in line
+    if failing != "unreachable":
+        assert "Internal Server Error" in line
+        assert len([c for c in telegram_api.calls if c.method == "getMe"]) >= 2  # retried
+
+
+async def test_start_up_rides_out_a_few_failing_calls_and_goes_on_without_the_menu(
+        telegram_api: BotApiServer, engine: Engine) -> None:
+    telegram_api.fail("getMe", times=2, status=500)
+    telegram_api.fail("setMyCommands", times=10_000, status=502)
+    channel = TelegramChannel(telegram_settings(telegram_api), engine, poll_timeout=1)
+    await channel.start()
+    try:
+        qua = Person(telegram_api, 1109)
+        await qua.say("/start")
+        assert "not a diagnosis" in qua.text.lower()
+        assert telegram_api.commands == []
+    finally:
+        await channel.stop()
+
+
+# --- polling confirms an update only once it is handled (issue 18) ---------------------------
+async def test_updates_fetched_but_not_handled_when_killed_are_answered_after_a_restart(
+        telegram_api: BotApiServer, tmp_path: Path) -> None:
+    env = {**os.environ, "KNEECOACH_TELEGRAM_TOKEN": TOKEN,
+           "KNEECOACH_TELEGRAM_API_URL": telegram_api.root,
+           "KNEECOACH_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
+           "PYTHONPATH": str(ROOT)}
+
+    async def start() -> asyncio.subprocess.Process:
+        telegram_api.commands = []
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main(['run']))",
+            env=env, cwd=tmp_path, stderr=asyncio.subprocess.DEVNULL)
+        await telegram_api.wait_for(lambda: telegram_api.commands, within=30)
+        return process
+
+    first = await start()
+    try:
+        telegram_api.fail("sendMessage", times=1, delay=10)  # the first reply hangs
+        ids = [(await telegram_api.send_text(1110, text))["update_id"]
+               for text in ("/start", "/help", "/today")]
+        await telegram_api.wait_for(lambda: set(ids) <= telegram_api.handed_out.keys()
+                                    and not telegram_api.succeeded["sendMessage"]
+                                    and any(c.method == "sendMessage" for c in telegram_api.calls),
+                                    within=30)
+        first.kill()  # kill -9, in the middle of the first reply
+        await first.wait()
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+    telegram_api.faults.clear()
+    second = await start()
+    try:
+        rae = Person(telegram_api, 1110)
+        await rae.settle(within=30)
+        said = "\n".join(m.text for m in telegram_api.to(1110))
+        assert "/progress" in said  # the help, listing the commands
+        assert len(telegram_api.to(1110)) >= 2  # and the answer to /today
+        second.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(second.wait(), 30) == 0
+    finally:
+        if second.returncode is None:
+            second.kill()
+            await second.wait()
+
+
+async def test_each_part_is_recorded_as_it_goes_so_a_hang_part_way_resends_none(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession], clock: ManualClock) -> None:
+    body = "\n".join(f"Line {n}: roll the outer thigh slowly" for n in range(400))
+    first, *rest = split_text(body, 4096)
+    await queue(sessions, clock, "1111", body)
+    telegram_api.fail("sendMessage", times=1, after=1, status=500, delay=1.0)
+    sender = OutboxSender(sessions, {"telegram": telegram_bot.deliverer}, clock, rate=28,
+                          timeout=0.5)  # the second part outlasts the sender's patience
+    await drain_until_settled(sender, clock, sessions)
+    texts = [m.text for m in telegram_api.to(1111)]
+    assert texts == [first, *rest]
+    async with sessions() as db:
+        (row,) = (await db.scalars(select(Outbox))).all()
+    assert (row.status, row.attempts) == ("sent", 1)

@@ -11,6 +11,7 @@ by the engine."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -22,11 +23,22 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.delivery import Blocked, RetryLater, Undeliverable, send_replies, split_text
+from bot.channels import at_start
+from bot.delivery import (
+    Blocked,
+    Part,
+    Progress,
+    RetryLater,
+    Undeliverable,
+    fit,
+    send_parts,
+    send_replies,
+    split_text,
+)
 from bot.media import read_media
 from bot.settings import Settings
 from conversations.engine import Engine
-from conversations.messages import Inbound, Outbound
+from conversations.messages import Inbound, Media, Outbound
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +67,14 @@ def _actions(outbound: Outbound) -> list[dict[str, Any]]:
     return blocks
 
 
+def _rejected_token(exc: Exception) -> str | None:
+    """The answer to a wrong or revoked token, which no retry changes."""
+    if isinstance(exc, SlackApiError) and exc.response.status_code < 500 and (
+            exc.response.status_code != 429):
+        return str(exc.response.get("error") or f"HTTP {exc.response.status_code}")
+    return None
+
+
 def _failure(exc: SlackApiError) -> Exception:
     error = str(exc.response.get("error", ""))
     if exc.response.status_code == 429:
@@ -68,53 +88,67 @@ def _failure(exc: SlackApiError) -> Exception:
 
 
 class SlackDeliverer:
-    """Sends one `Outbound` through the Web API, for replies and the outbox sender alike."""
+    """Sends one `Outbound` through the Web API, for replies and the outbox sender alike. A
+    message's parts: its text in messages of up to 50 sections (the buttons on the last),
+    then the chart, the file, the demonstration clip."""
 
     channel = "slack"
 
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
 
-    async def deliver(self, outbound: Outbound) -> str | None:
+    async def deliver(self, outbound: Outbound, start: int = 0,
+                      progress: Progress | None = None) -> str | None:
+        return await send_parts(self._parts(outbound), start, progress)
+
+    async def _call(self, method: Callable[..., Awaitable[Any]], **kwargs: Any) -> str | None:
+        """One Web API call, its failure as one of the delivery kinds."""
         try:
-            return await self._send(outbound)
+            response = await method(**kwargs)
         except SlackApiError as exc:
             raise _failure(exc) from exc
         except (ClientError, TimeoutError) as exc:
             raise RetryLater(repr(exc)) from exc
+        ts = response.get("ts")
+        return str(ts) if ts else None
 
-    async def _send(self, outbound: Outbound) -> str | None:
+    def _parts(self, outbound: Outbound) -> list[Part]:
         chat = outbound.chat_id
         if outbound.edit_message_id is not None:
-            if outbound.text:  # the buttons came off when it was pressed (see SlackChannel)
-                await self.client.chat_update(channel=chat, ts=outbound.edit_message_id,
-                                              text=outbound.text[:SECTION_CHARS],
-                                              blocks=_sections(outbound.text)[:1])
-            return outbound.edit_message_id
+            if not outbound.text:  # the buttons came off when it was pressed (see SlackChannel)
+                return []
+            return [functools.partial(self._call, self.client.chat_update, channel=chat,
+                                      ts=outbound.edit_message_id,
+                                      text=fit(outbound.text, SECTION_CHARS),
+                                      blocks=_sections(outbound.text)[:1])]
         sections, actions = _sections(outbound.text), _actions(outbound)
         room = BLOCKS_PER_MESSAGE - len(actions)
         messages = [sections[n:n + room] for n in range(0, len(sections), room)] or [[]]
-        ts = None
+        parts: list[Part] = []
         for n, blocks in enumerate(messages):
-            last = n == len(messages) - 1
-            text = "\n".join(b["text"]["text"] for b in blocks)
             if not blocks and not actions:
                 break
-            response = await self.client.chat_postMessage(
-                channel=chat, text=text[:SECTION_CHARS] or " ",
-                blocks=blocks + (actions if last else []))
-            ts = str(response["ts"])
-        media = outbound.media
-        clip = await asyncio.to_thread(read_media, media) if media else None
+            text = "\n".join(b["text"]["text"] for b in blocks)
+            parts.append(functools.partial(
+                self._call, self.client.chat_postMessage, channel=chat,
+                text=fit(text, SECTION_CHARS) or " ",
+                blocks=blocks + (actions if n == len(messages) - 1 else [])))
         for content, filename in ((outbound.image, "kneecoach-chart.png"),
                                   (outbound.document.content if outbound.document else None,
-                                   outbound.document.filename if outbound.document else ""),
-                                  (clip,  # GIFs play inline
-                                   media.path.rsplit("/", 1)[-1] if media else "")):
+                                   outbound.document.filename if outbound.document else "")):
             if content is not None:
-                await self.client.files_upload_v2(channel=chat, content=content,
-                                                  filename=filename, title=filename)
-        return ts
+                parts.append(functools.partial(
+                    self._call, self.client.files_upload_v2, channel=chat, content=content,
+                    filename=filename, title=filename))
+        if outbound.media is not None:  # GIFs play inline
+            parts.append(functools.partial(self._upload_clip, chat, outbound.media))
+        return parts
+
+    async def _upload_clip(self, chat: str, media: Media) -> str | None:
+        content = await asyncio.to_thread(read_media, media)  # read when its turn comes
+        filename = media.path.rsplit("/", 1)[-1]
+        return await self._call(self.client.files_upload_v2, channel=chat, content=content,
+                                filename=filename, title=filename)
 
 
 def _client(settings: Settings) -> AsyncWebClient:
@@ -156,6 +190,10 @@ class SlackChannel:
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
+        """The token is checked with auth.test first (bolt's async app checks it only on the
+        first request, too late for a clear start-up error)."""
+        await at_start("Slack auth.test", self.app.client.auth_test,
+                       self.settings.startup_seconds, _rejected_token)
         if self.settings.slack_app_token is not None:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 

@@ -8,6 +8,8 @@ concurrently, one chat's in order. A redelivered update is dropped by the engine
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -27,7 +29,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import (
     Application,
     BaseUpdateProcessor,
@@ -40,7 +42,19 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
-from bot.delivery import Blocked, RetryLater, Undeliverable, send_replies, split_text
+from bot.channels import StartupError, at_start
+from bot.delivery import (
+    Blocked,
+    DeliveryError,
+    Part,
+    Progress,
+    RetryLater,
+    Undeliverable,
+    fit,
+    send_parts,
+    send_replies,
+    split_text,
+)
 from bot.media import MediaIds, read_media
 from bot.settings import Settings
 from conversations.engine import MENU, Engine
@@ -51,13 +65,14 @@ log = logging.getLogger(__name__)
 # without it PTB warns on every 429 it raises.
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
-TEXT_LIMIT = 4096  # characters in one Telegram message
-CAPTION_LIMIT = 1024  # characters in a photo's, animation's or video's caption
+TEXT_LIMIT = 4096  # UTF-16 units in one Telegram message
+CAPTION_LIMIT = 1024  # UTF-16 units in a photo's, animation's or video's caption
 UPDATES = ["message", "callback_query", "my_chat_member"]
 APOLOGY = "Sorry, something went wrong on my side. Please try again in a moment."
 PRIVATE_ONLY = ("I only talk in private chats, to keep your health data private. Open a chat "
                 "with me directly to start.")
-PART_TRIES = 5  # a later part of a long message is retried here (see TelegramDeliverer)
+POLL_PAUSE = 0.5  # seconds between polls while only unconfirmed updates are in hand
+COMMAND_TRIES = 3  # setMyCommands only sets the menu: a short retry, then a warning
 
 
 def _keyboard(outbound: Outbound) -> InlineKeyboardMarkup | None:
@@ -85,7 +100,10 @@ def _failure(exc: TelegramError) -> Exception:
 
 
 class TelegramDeliverer:
-    """Sends one `Outbound` through the Bot API, for replies and the outbox sender alike."""
+    """Sends one `Outbound` through the Bot API, for replies and the outbox sender alike. A
+    message's parts: its text in pieces of at most 4096 UTF-16 units, then the chart, then the
+    file (the keyboard rides on the last text piece); a demonstration clip is one part, with
+    its caption."""
 
     channel = "telegram"
 
@@ -93,44 +111,38 @@ class TelegramDeliverer:
         self.bot = bot
         self.media_ids = media_ids
 
-    async def deliver(self, outbound: Outbound) -> str | None:
-        try:
-            return await self._send(outbound)
-        except BadRequest as exc:
-            if "message is not modified" in exc.message.lower():
-                return outbound.edit_message_id  # the keyboard was off already: done
-            raise _failure(exc) from exc
-        except TelegramError as exc:
-            raise _failure(exc) from exc
+    async def deliver(self, outbound: Outbound, start: int = 0,
+                      progress: Progress | None = None) -> str | None:
+        return await send_parts(self._parts(outbound), start, progress)
 
-    async def _send(self, outbound: Outbound) -> str | None:
+    def _parts(self, outbound: Outbound) -> list[Part]:
         chat = int(outbound.chat_id) if outbound.chat_id.lstrip("-").isdigit() else (
             outbound.chat_id)
         if outbound.edit_message_id is not None:
             message_id = int(outbound.edit_message_id)
             if outbound.text:
-                await self.bot.edit_message_text(outbound.text[:TEXT_LIMIT], chat, message_id,
-                                                 reply_markup=_keyboard(outbound))
-            else:  # only take the keyboard off
-                await self.bot.edit_message_reply_markup(chat, message_id, reply_markup=None)
-            return outbound.edit_message_id
-        if outbound.media is not None:
-            return await self._send_media(chat, outbound)
-        parts = split_text(outbound.text, TEXT_LIMIT)
-        sends: list[Any] = [
-            (self.bot.send_message, {"chat_id": chat, "text": part,
-                                     "reply_markup": _keyboard(outbound)
-                                     if n == len(parts) - 1 else None})
-            for n, part in enumerate(parts)]
+                return [lambda: self._call(
+                    self.bot.edit_message_text, fit(outbound.text, TEXT_LIMIT), chat,
+                    message_id, reply_markup=_keyboard(outbound))]
+            # only take the keyboard off
+            return [lambda: self._call(self.bot.edit_message_reply_markup, chat, message_id,
+                                       reply_markup=None)]
+        if outbound.media is not None:  # one part: the clip with its caption and keyboard
+            return [functools.partial(self._call, self._send_media, chat, outbound)]
+        texts = split_text(outbound.text, TEXT_LIMIT)
+        parts: list[Part] = [
+            functools.partial(self._call, self.bot.send_message, chat_id=chat, text=text,
+                              reply_markup=_keyboard(outbound) if n == len(texts) - 1 else None)
+            for n, text in enumerate(texts)]
         if outbound.image is not None:
-            sends.append((self.bot.send_photo, {"chat_id": chat, "photo": outbound.image}))
+            parts.append(functools.partial(self._call, self.bot.send_photo, chat_id=chat,
+                                           photo=outbound.image))
         if outbound.document is not None:
-            document = InputFile(outbound.document.content, filename=outbound.document.filename)
-            sends.append((self.bot.send_document, {"chat_id": chat, "document": document}))
-        sent = None
-        for n, (method, kwargs) in enumerate(sends):
-            sent = await (method(**kwargs) if n == 0 else self._part(method, kwargs))
-        return str(sent.message_id) if sent is not None else None
+            document = outbound.document
+            parts.append(lambda: self._call(
+                self.bot.send_document, chat_id=chat,
+                document=InputFile(document.content, filename=document.filename)))
+        return parts
 
     async def _send_media(self, chat: int | str, outbound: Outbound) -> str:
         """A picture or clip with its caption: by the file_id of this bot's earlier upload
@@ -139,7 +151,7 @@ class TelegramDeliverer:
         assert media is not None
         name, field = _MEDIA_SENDS[media.kind]
         method = getattr(self.bot, name)
-        kwargs = {"chat_id": chat, "caption": outbound.text[:CAPTION_LIMIT] or None,
+        kwargs = {"chat_id": chat, "caption": fit(outbound.text, CAPTION_LIMIT) or None,
                   "reply_markup": _keyboard(outbound)}
         bot = self.bot.token.split(":", 1)[0]  # the bot's id: file_ids are per bot
         known = await self.media_ids.get(bot, media.key) if self.media_ids else None
@@ -158,18 +170,26 @@ class TelegramDeliverer:
         return str(sent.message_id)
 
     @staticmethod
-    async def _part(method: Any, kwargs: dict[str, Any]) -> Any:
-        """A later part is retried here: once the first part is out, a retry of the whole
-        message would send that part twice."""
-        for attempt in range(PART_TRIES):
-            try:
-                return await method(**kwargs)
-            except (RetryAfter, NetworkError) as exc:
-                if isinstance(exc, BadRequest) or attempt == PART_TRIES - 1:
-                    raise
-                await asyncio.sleep(_seconds(exc) if isinstance(exc, RetryAfter)
-                                    else 0.5 * 2 ** attempt)
-        return None
+    async def _call(method: Any, *args: Any, **kwargs: Any) -> str | None:
+        """One Bot API call, its failure as one of the delivery kinds."""
+        try:
+            answer = await method(*args, **kwargs)
+        except BadRequest as exc:
+            if "message is not modified" in exc.message.lower():
+                return None  # the keyboard was off already: done
+            raise _failure(exc) from exc
+        except TelegramError as exc:
+            raise _failure(exc) from exc
+        if isinstance(answer, Message):
+            return str(answer.message_id)
+        return answer if isinstance(answer, str) else None
+
+
+def _rejected_token(exc: Exception) -> str | None:
+    """The answer to a wrong token (401, or 404 for a malformed one); PTB's own message
+    quotes the token, so it is not repeated."""
+    return "the bot token was not accepted (401 Unauthorized)" if isinstance(
+        exc, InvalidToken) else None
 
 
 _MEDIA_SENDS = {"animation": ("send_animation", "animation"), "video": ("send_video", "video"),
@@ -241,6 +261,9 @@ class TelegramChannel:
         self.app.add_handler(ChatMemberHandler(self._on_membership,
                                                ChatMemberHandler.MY_CHAT_MEMBER))
         self.app.add_error_handler(self._on_error)
+        self._polling: asyncio.Task[None] | None = None
+        self._in_hand: dict[int, asyncio.Task[None]] = {}  # update id -> its handling
+        self._fetched = 0  # the highest update id fetched
 
     @staticmethod
     def deliverer(settings: Settings, sessions: async_sessionmaker[DbSession] | None = None
@@ -258,10 +281,20 @@ class TelegramChannel:
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        await self.app.initialize()  # getMe: the bot's username, for invite deep links
+        """getMe (the bot's username, for invite deep links) is retried for a while, then a
+        clear StartupError; the command menu is only a convenience: a warning if it fails."""
+        await at_start("Telegram getMe", self.app.initialize, self.settings.startup_seconds,
+                       _rejected_token)
         self.engine.invite_links["telegram"] = (
             f"https://t.me/{self.app.bot.username}?start={{code}}")
-        await self.app.bot.set_my_commands([BotCommand(name, about) for name, about in MENU])
+        commands = [BotCommand(name, about) for name, about in MENU]
+        try:
+            await at_start("Telegram setMyCommands",
+                           lambda: self.app.bot.set_my_commands(commands),
+                           min(self.settings.startup_seconds, 0.5 * COMMAND_TRIES),
+                           _rejected_token)
+        except StartupError as exc:
+            log.warning("%s; going on without the command menu", exc)
         await self.app.start()
         url = self.settings.telegram_webhook_url
         if url:
@@ -272,16 +305,61 @@ class TelegramChannel:
                 webhook_url=url, allowed_updates=UPDATES,
                 secret_token=secret.get_secret_value() if secret else secrets.token_urlsafe(32))
         else:
-            await self.app.updater.start_polling(  # type: ignore[union-attr]
-                poll_interval=0.0, timeout=self.poll_timeout, allowed_updates=UPDATES)
+            await at_start("Telegram deleteWebhook", self.app.bot.delete_webhook,
+                           self.settings.startup_seconds, _rejected_token)
+            self._polling = asyncio.create_task(self._poll())
         log.info("telegram: @%s %s", self.app.bot.username, "webhook" if url else "polling")
 
     async def stop(self) -> None:
         """Stop fetching, finish the updates in hand (fetched ones included), shut down."""
-        await self.app.updater.stop()  # type: ignore[union-attr]
+        if self._polling is not None:
+            self._polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._polling
+            if self._in_hand:
+                await asyncio.gather(*self._in_hand.values(), return_exceptions=True)
+            with contextlib.suppress(TelegramError):  # confirm what was handled
+                await self.app.bot.get_updates(offset=self._fetched + 1, timeout=0, limit=1,
+                                               allowed_updates=UPDATES)
+        else:
+            await self.app.updater.stop()  # type: ignore[union-attr]
         await self.app.update_queue.join()  # app.stop() would drop fetched, unhandled ones
         await self.app.stop()
         await self.app.shutdown()
+
+    async def _poll(self) -> None:
+        """Long-poll getUpdates and hand each update to PTB's handlers (one chat's in order).
+        Not PTB's Updater: it confirms a batch (the next call's offset) as soon as it has it,
+        so updates fetched but not yet handled were lost when the process died. Here the
+        offset moves past an update only once it and every earlier one have been handled,
+        their replies sent or queued in the outbox; after a crash Telegram hands out the rest
+        again, and the engine drops any it had handled already (by update id)."""
+        bot, wait = self.app.bot, 1.0
+        while True:
+            offset = min(self._in_hand) if self._in_hand else self._fetched + 1
+            try:
+                updates = await bot.get_updates(
+                    offset=offset, timeout=0 if self._in_hand else self.poll_timeout,
+                    allowed_updates=UPDATES)
+                wait = 1.0
+            except TelegramError as exc:  # network, 5xx, a conflicting webhook
+                log.warning("telegram getUpdates failed (%s); trying again in %.0f s",
+                            exc, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 30.0)
+                continue
+            for update in updates:
+                if update.update_id <= self._fetched:
+                    continue  # in hand already
+                self._fetched = update.update_id
+                task = asyncio.create_task(self.app.update_processor.process_update(
+                    update, self.app.process_update(update)))
+                self._in_hand[update.update_id] = task
+                task.add_done_callback(
+                    lambda _, uid=update.update_id: self._in_hand.pop(uid, None))
+            if self._in_hand:  # polling again returns those in hand at once: let one finish
+                await asyncio.wait(list(self._in_hand.values()), timeout=POLL_PAUSE,
+                                   return_when=asyncio.FIRST_COMPLETED)
 
     # --- updates -------------------------------------------------------------------------
     async def _handle(self, inbound: Inbound) -> None:
@@ -325,7 +403,7 @@ class TelegramChannel:
             try:
                 await self.deliverer.deliver(Outbound(channel="telegram", chat_id=str(chat.id),
                                                       text=PRIVATE_ONLY))
-            except (RetryLater, Blocked, Undeliverable) as exc:
+            except DeliveryError as exc:
                 log.info("could not tell group %s: %s", chat.id, exc)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -337,5 +415,5 @@ class TelegramChannel:
         try:
             await self.deliverer.deliver(Outbound(channel="telegram", chat_id=str(chat.id),
                                                   text=APOLOGY))
-        except (RetryLater, Blocked, Undeliverable) as exc:
+        except DeliveryError as exc:
             log.info("could not apologise in chat %s: %s", chat.id, exc)

@@ -1,7 +1,7 @@
 """holds: referrals and pain pauses, and who lifted them
 
 Revision ID: 0004
-Revises: 0008
+Revises: 0006
 Create Date: 2026-12-02 13:40:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0004'
-down_revision: str | None = '0008'
+down_revision: str | None = '0006'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
