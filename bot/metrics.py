@@ -1,8 +1,6 @@
 """What the service counts for the operator (Prometheus, served at /metrics by bot/web.py), and
-the heartbeats /healthz reads. Counters live in the process; the outbox gauges are read from
-the database at each scrape, so every process reports the same queue.
-
-Holds are not measured: nothing stores a hold yet."""
+the heartbeats /healthz reads. Counters live in the process; the outbox and holds gauges are
+read from the database at each scrape, so every process reports the same figures."""
 
 from __future__ import annotations
 
@@ -23,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conversations.clock import Clock
-from storage.models import Outbox
+from storage.models import Hold, Outbox
 
 disable_created_metrics()  # the *_created series only double a scrape's size
 REGISTRY = CollectorRegistry()  # ours alone: no process or platform collectors mixed in
@@ -48,6 +46,8 @@ OUTBOX_DEPTH = Gauge("kneecoach_outbox_depth", "Pending outbox rows by kind", ["
 OUTBOX_OLDEST = Gauge("kneecoach_outbox_oldest_due_seconds",
                       "Age of the oldest pending outbox row that is due (0: none)",
                       registry=REGISTRY)
+HOLDS = Gauge("kneecoach_holds_open", "Referral and pain holds not lifted, by kind", ["kind"],
+              registry=REGISTRY)
 
 
 @contextmanager
@@ -63,13 +63,18 @@ def handling(channel: str) -> Iterator[None]:
         UPDATE_SECONDS.labels(channel).observe(time.perf_counter() - start)
 
 
-async def read_outbox(sessions: async_sessionmaker[DbSession], now: datetime) -> None:
-    """Set the outbox gauges from the database (at each scrape)."""
+async def read_database(sessions: async_sessionmaker[DbSession], now: datetime) -> None:
+    """Set the outbox and holds gauges from the database (at each scrape)."""
     async with sessions() as db:
+        holds = (await db.execute(select(Hold.kind, func.count()).where(
+            Hold.lifted_at.is_(None)).group_by(Hold.kind))).all()
         depth = (await db.execute(select(Outbox.kind, func.count()).where(
             Outbox.status == "pending").group_by(Outbox.kind))).all()
         oldest = await db.scalar(select(func.min(Outbox.not_before)).where(
             Outbox.status == "pending", Outbox.not_before <= now))
+    HOLDS.clear()
+    for kind, count in holds:
+        HOLDS.labels(kind).set(count)
     OUTBOX_DEPTH.clear()
     for kind, count in depth:
         OUTBOX_DEPTH.labels(kind).set(count)

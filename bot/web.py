@@ -95,9 +95,9 @@ class WebServer:
         if self.sessions is not None:
             try:
                 async with asyncio.timeout(DB_TIMEOUT):
-                    await metrics.read_outbox(self.sessions, datetime.now(UTC))
+                    await metrics.read_database(self.sessions, datetime.now(UTC))
             except Exception:  # the counters are still worth a scrape without the database
-                log.warning("metrics: could not read the outbox")
+                log.warning("metrics: could not read the outbox and holds")
         return web.Response(body=generate_latest(metrics.REGISTRY),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 

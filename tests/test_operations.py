@@ -107,13 +107,18 @@ async def test_polling_mode_serves_healthz_and_metrics_of_a_journey(
         await ann.say("/start")
         await ann.answer_all(*CLEAN_SCREEN)
         assert "All set" in ann.text
+        bob = Person(telegram_api, 1303)  # a red flag at the screen: referred, a hold opens
+        await bob.say("/start")
+        await bob.answer_all("I agree", "Yes")
         status, body = await bot.get("/healthz")
         assert status == 200, body
         assert '"database": "ok"' in body and '"tick": "ok"' in body and '"sender": "ok"' in body
         _, scrape = await bot.get("/metrics")
         (tmp_path.parent / "metrics-scrape.txt").write_text(scrape)  # quoted in the notes
         handled = await bot.metric("kneecoach_updates_total", channel="telegram", outcome="ok")
-        assert handled == len(CLEAN_SCREEN) + 1
+        assert await bot.metric("kneecoach_holds_open", kind="pain") == 0
+        assert handled == len(CLEAN_SCREEN) + 1 + 3
+        assert await bot.metric("kneecoach_holds_open", kind="referral") == 1
         assert await bot.metric("kneecoach_update_seconds_count", channel="telegram") == handled
         assert await bot.metric("kneecoach_tick_seconds_count") >= 1
         for family in ("kneecoach_outbox_oldest_due_seconds", "kneecoach_prompts_claimed_total",
