@@ -16,4 +16,10 @@ ENV KNEECOACH_DATABASE_URL=sqlite+aiosqlite:////data/kneecoach.db
 ENV KNEECOACH_DEMO_DIR=/data/demos
 VOLUME ["/data"]
 EXPOSE 8080
+# /healthz on KNEECOACH_LISTEN: 200 when the database answers, the tick runs and the sender is
+# alive, probed by `python -m bot.web` (the slim image has no curl).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-m", "bot.web"]
+# SIGTERM (docker stop) finishes the messages in hand and exits 0 within the grace period.
+STOPSIGNAL SIGTERM
 CMD ["kneecoach", "run"]

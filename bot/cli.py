@@ -18,11 +18,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from bot import logs
 from bot.channels import StartupError
 from bot.channels.console import FILES_DIR, ConsoleChannel, remove_files
 from bot.delivery import Deliverer
 from bot.settings import Settings, SettingsError, load_settings
-from conversations.clock import SystemClock
+from conversations.clock import Clock, SystemClock
 from conversations.demo import DemoCache
 from conversations.engine import Engine
 from conversations.flows.staff import MAX_PERIOD_DAYS, period_of, render, set_coach, user_ref
@@ -65,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="run only the scheduler tick and the sender, no chat")
     run.add_argument("--user", default=None, type=_user_name,
                      help="terminal channel: who you are (default: your login name)")
+    run.add_argument("--log-file", type=Path, default=None,
+                     help="terminal channel: where logs go (default: kneecoach.log beside the "
+                          "database), never onto the chat's screen")
     commands.add_parser("migrate", help="bring the database schema up to date")
     for verb in ("grant", "revoke"):
         role = commands.add_parser(verb, help=f"{verb} the coach role (admins' command line)")
@@ -96,6 +100,12 @@ def _user_name(value: str) -> str:
     if not 0 < len(value) <= 64 or storable(value) != value:
         raise argparse.ArgumentTypeError("a name of 1 to 64 characters")
     return value
+
+
+def _beside_database(url: str) -> Path:
+    """kneecoach.log in the SQLite file's folder (the working directory for PostgreSQL)."""
+    path = url.partition(":///")[2].partition("?")[0] if is_sqlite(url) else ""
+    return (Path(path).parent if path and path != ":memory:" else Path()) / "kneecoach.log"
 
 
 USER_HELP = ("channel:user id, e.g. telegram:123456 or slack:U0ABC; a bare name is a terminal "
@@ -140,7 +150,10 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
         print(f"kneecoach: {missing[0]} is not set", file=sys.stderr)
         return 2
     if not settings.keys:
-        log.warning("KNEECOACH_ENCRYPTION_KEYS is not set: health data is stored in plain text")
+        plain = "KNEECOACH_ENCRYPTION_KEYS is not set: health data is stored in plain text"
+        log.warning(plain)
+        if channels == ["console"] and not args.worker:  # its log is a file: say it once here
+            print(f"kneecoach: WARNING: {plain}", file=sys.stderr)
     database = await _database(settings)
     sessions = sessionmaker(database)
     clock = SystemClock()
@@ -153,6 +166,7 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
         asyncio.to_thread(demos.warm, program, drawn))
     try:
         if channels == ["console"] and not args.worker:
+            log.info("kneecoach running: console")
             await ConsoleChannel(engine, (args.user or getpass.getuser())[:64]).run()
         else:
             await _serve(settings, sessions, program, engine, clock,
@@ -170,15 +184,27 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
 
 async def _serve(settings: Settings, sessions: async_sessionmaker[DbSession], program: Program,
                  engine: Engine, clock: SystemClock, channels: list[str]) -> None:
-    """Chat channels plus the scheduler and sender, until SIGTERM or SIGINT."""
-    from bot.channels.slack import SlackChannel
-    from bot.channels.telegram import TelegramChannel
-    from bot.scheduler import run_worker
-
+    """`serve` until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    await serve(settings, sessions, program, engine, clock, channels, stop)
+
+
+async def serve(settings: Settings, sessions: async_sessionmaker[DbSession], program: Program,
+                engine: Engine, clock: Clock, channels: list[str], stop: asyncio.Event) -> None:
+    """Chat channels, the scheduler and sender, and the one web server (webhooks, Slack
+    events, /healthz, /metrics), until `stop` is set."""
+    from bot.channels.slack import SlackChannel
+    from bot.channels.telegram import TelegramChannel
+    from bot.metrics import Heartbeat
+    from bot.scheduler import run_worker
+    from bot.web import WebServer
+
+    heartbeat = Heartbeat(clock)
+    server = WebServer(*settings.listen_host_port, sessions=sessions, heartbeat=heartbeat,
+                       tick_seconds=settings.tick_seconds)
     deliverers: dict[str, Deliverer] = {}
     if settings.telegram_token:
         deliverers["telegram"] = TelegramChannel.deliverer(settings, sessions)
@@ -186,22 +212,30 @@ async def _serve(settings: Settings, sessions: async_sessionmaker[DbSession], pr
         deliverers["slack"] = SlackChannel.deliverer(settings)
     chats: list[TelegramChannel | SlackChannel] = []
     if "telegram" in channels:
-        chats.append(TelegramChannel(settings, engine))
+        chats.append(TelegramChannel(settings, engine, server=server))
     if "slack" in channels:
-        chats.append(SlackChannel(settings, engine))
-    started: list[TelegramChannel | SlackChannel] = []
-    try:  # every channel is up (or start-up fails) before any work begins
-        for chat in chats:
-            await chat.start()
-            started.append(chat)
-    except StartupError:
-        for chat in started:
-            await chat.stop()
-        raise
-    tasks = [run_worker(settings, sessions, program, deliverers, clock, stop),
-             *(_until(chat, stop) for chat in started)]
-    log.info("kneecoach running: %s", ", ".join(channels) or "worker only")
-    await asyncio.gather(*tasks)
+        chats.append(SlackChannel(settings, engine, server=server))
+    try:  # routes are all added: the router is frozen from here
+        await server.start()
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {settings.listen} (KNEECOACH_LISTEN): "
+                           f"{exc.strerror}", 1) from None
+    try:
+        started: list[TelegramChannel | SlackChannel] = []
+        try:  # every channel is up (or start-up fails) before any work begins
+            for chat in chats:
+                await chat.start()
+                started.append(chat)
+        except StartupError:
+            for chat in started:
+                await chat.stop()
+            raise
+        log.info("kneecoach running: %s", ", ".join(channels) or "worker only")
+        await asyncio.gather(run_worker(settings, sessions, program, deliverers, clock, stop,
+                                        heartbeat),
+                             *(_until(chat, stop) for chat in started))
+    finally:
+        await server.stop()
 
 
 async def _until(channel: TelegramChannel | SlackChannel, stop: asyncio.Event) -> None:
@@ -309,8 +343,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, ProgramError) as exc:
         print(f"kneecoach: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console = args.command == "run" and not args.worker and _channels(
+        settings, args.channel) == ["console"]
+    logs.setup(settings.log_level, settings.log_format, settings.secrets,
+               file=(args.log_file or _beside_database(settings.database_url)) if console
+               else None)
     folder = missing_directory(settings.database_url)
     if folder is not None:
         print(f"kneecoach: cannot reach the database {settings.database_url}: there is no "

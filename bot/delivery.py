@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from bot import metrics
 from conversations.clock import Clock
 from conversations.engine import Engine
 from conversations.messages import Inbound, Outbound
@@ -170,6 +171,8 @@ async def _send_now(deliverer: Deliverer, reply: Outbound) -> None:
             return
         except RetryLater as exc:
             sent = exc.sent
+            if exc.retry_after is not None:
+                metrics.RATE_LIMITED.labels(deliverer.channel).inc()
             wait = exc.retry_after if exc.retry_after is not None else 0.5 * 2 ** attempt
             if attempt == REPLY_TRIES - 1 or wait > REPLY_WAIT_CAP:
                 raise
@@ -396,7 +399,7 @@ class OutboxSender:
             outbound = Outbound.model_validate(row.payload)
         except ValidationError as exc:
             await self._record(dispatch.mark_failed, row, f"bad payload: {exc}")
-            self.stats["failed"] += 1
+            self._count("failed", row)
             return "done"
         try:
             async def progress(sent: int) -> None:  # recorded at once: a crash resumes there
@@ -411,20 +414,20 @@ class OutboxSender:
         except Blocked as exc:
             log.info("outbox %s: %s:%s blocked the bot", row.id, row.channel, row.chat_id)
             await self._record(self._mark_blocked, row, str(exc) or "blocked")
-            self.stats["blocked"] += 1
+            self._count("blocked", row)
             return "blocked"
         except Undeliverable as exc:
             log.warning("outbox %s undeliverable: %s", row.id, exc)
             await self._record(dispatch.mark_failed, row, str(exc) or "undeliverable",
                                exc.sent)
-            self.stats["failed"] += 1
+            self._count("failed", row)
         except Exception as exc:  # Unexpected, or an adapter bug: retry with backoff
             log.exception("outbox %s: delivery raised", row.id)
             return await self._retry(row, repr(exc), None,
                                      exc.sent if isinstance(exc, DeliveryError) else None)
         else:
             await self._record(dispatch.mark_sent, row, self.clock.now())
-            self.stats["sent"] += 1
+            self._count("sent", row)
         return "done"
 
     async def _retry(self, row: dispatch.Claimed, reason: str, retry_after: float | None,
@@ -432,20 +435,27 @@ class OutboxSender:
         """Back off, or give up after the attempt cap; `sent`: the parts that went out."""
         if retry_after is not None:  # the platform's own limit: wait as told, never give up
             self.pacers[row.channel].pause(retry_after)
-            self.stats["rate_limited"] += 1
+            self._count("rate_limited", row)
             delay = timedelta(seconds=retry_after)
         elif row.attempts + 1 >= self.max_attempts:
             log.warning("outbox %s failed after %s attempts: %s", row.id, row.attempts + 1,
                         reason)
             await self._record(dispatch.mark_failed, row, reason, sent)
-            self.stats["failed"] += 1
+            self._count("failed", row)
             return "done"
         else:  # exponential backoff with jitter, so a recovering platform is not stampeded
             delay = min(self.max_backoff, self.backoff * 2 ** row.attempts)
             delay *= random.uniform(0.5, 1.0)
         await self._record(dispatch.retry_later, row, self.clock.now() + delay, reason, sent)
-        self.stats["retried"] += 1
+        self._count("retried", row)
         return "held"
+
+    def _count(self, outcome: str, row: dispatch.Claimed) -> None:
+        self.stats[outcome] += 1
+        if outcome == "rate_limited":
+            metrics.RATE_LIMITED.labels(row.channel).inc()
+        else:
+            metrics.MESSAGES.labels(row.channel, outcome).inc()
 
     @staticmethod
     async def _mark_blocked(db: DbSession, row: dispatch.Claimed, error: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from bot import metrics
 from bot.delivery import Deliverer, OutboxSender
 from bot.settings import Settings
 from conversations.clock import Clock
@@ -108,8 +110,10 @@ class Scheduler:
     def __init__(self, sessions: async_sessionmaker[DbSession], program: Program, clock: Clock,
                  *, grace: timedelta, batch: int = BATCH, parallel: int = 1,
                  retention: timedelta = timedelta(days=90),
-                 audit_retention: timedelta = timedelta(days=365)) -> None:
+                 audit_retention: timedelta = timedelta(days=365),
+                 heartbeat: metrics.Heartbeat | None = None) -> None:
         self.sessions = sessions
+        self.heartbeat = heartbeat or metrics.Heartbeat(clock)
         self.retention = retention
         self.audit_retention = audit_retention
         self.program = program
@@ -147,17 +151,23 @@ class Scheduler:
             pass
 
     async def job(self) -> None:
-        """The periodic job: a failed tick is logged and the next one tries again."""
+        """The periodic job: a failed tick is logged and the next one tries again. A finished
+        tick beats the heartbeat that /healthz reads."""
+        start = time.perf_counter()
         try:
             report = await self.tick()
         except Exception as exc:
+            metrics.TICK_FAILURES.inc()
             if database_lost(exc):  # the next tick tries again: one line per outage
                 self._outage.lost(exc)
             else:
                 log.exception("scheduler tick failed")
             return
         self._outage.back()
-        if any(vars(report).values()):
+        metrics.TICK_SECONDS.observe(time.perf_counter() - start)
+        metrics.PROMPTS.inc(report.prompts)
+        self.heartbeat.ticked()
+        if any(vars(report).values()):  # quiet unless the tick did something
             log.info("tick: %s", report)
 
     # --- next-morning checks -------------------------------------------------------------
@@ -371,22 +381,27 @@ def _outbox_row(user_id: int, channel: str, chat_id: str, kind: str, payload: st
 
 async def run_worker(settings: Settings, sessions: async_sessionmaker[DbSession],
                      program: Program, deliverers: Mapping[str, Deliverer], clock: Clock,
-                     stop: asyncio.Event) -> None:
+                     stop: asyncio.Event, heartbeat: metrics.Heartbeat | None = None) -> None:
     """Tick every `tick_seconds` and drain the outbox until `stop` is set. Any number of
-    workers may run against one PostgreSQL database."""
+    workers may run against one PostgreSQL database. `heartbeat` hears of each finished tick
+    and whether the sender runs."""
+    heartbeat = heartbeat or metrics.Heartbeat(clock)
     scheduler = Scheduler(sessions, program, clock,
                           grace=timedelta(minutes=settings.grace_minutes),
                           parallel=1 if is_sqlite(settings.database_url) else PARALLEL,
                           retention=timedelta(days=settings.retention_days),
-                          audit_retention=timedelta(days=settings.audit_retention_days))
+                          audit_retention=timedelta(days=settings.audit_retention_days),
+                          heartbeat=heartbeat)
     sender = OutboxSender(sessions, deliverers, clock, rate=settings.send_rate)
     jobs = AsyncIOScheduler(timezone=UTC)
     # One tick at a time; ticks missed while one ran long fold into one. First tick now.
     jobs.add_job(scheduler.job, "interval", seconds=settings.tick_seconds, max_instances=1,
                  coalesce=True, misfire_grace_time=None, next_run_time=datetime.now(UTC))
     jobs.start()
+    heartbeat.sender_running = True
     try:
         await sender.run(stop)
     finally:
+        heartbeat.sender_running = False
         jobs.shutdown(wait=False)
         await scheduler.idle()  # a tick in progress commits (or rolls back) before we return

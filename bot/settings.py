@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,7 @@ class Settings(BaseSettings):
     # Where the exercises' demonstration GIFs are kept (drawn once per program version).
     demo_dir: Path | None = None
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
     # How long start-up retries a platform that does not answer (5xx, timeouts) before exit 1.
     startup_seconds: float = Field(60, ge=0, le=3600)
     # Fernet keys, newest first: health data is encrypted at rest (storage/crypto.py).
@@ -92,6 +94,15 @@ class Settings(BaseSettings):
         """(channel, channel user id) pairs: role checks go by id, never by display name."""
         pairs = (item.strip().partition(":") for item in self.admins.split(",") if item.strip())
         return frozenset((channel, user_id) for channel, _, user_id in pairs)
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every value that must never reach a log."""
+        return [s.get_secret_value() for s in (
+            self.telegram_token, self.telegram_webhook_secret, self.slack_bot_token,
+            self.slack_signing_secret, self.slack_app_token) if s is not None] + [
+            key.strip() for key in (self.encryption_keys.get_secret_value().split(",")
+                                    if self.encryption_keys else ()) if key.strip()]
 
     @property
     def listen_host_port(self) -> tuple[str, int]:

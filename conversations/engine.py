@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from conversations.clock import Clock
 from conversations.demo import DemoCache
 from conversations.flow import ERASED, Ctx, Flow
-from conversations.flows import account, howto, onboarding, progress, session, staff
+from conversations.flows import account, holds, howto, onboarding, progress, session, staff
 from conversations.messages import ButtonToken, Inbound, Outbound
 from conversations.program.data import Program
 from conversations.prompts import SNOOZE, prompt_message
@@ -50,7 +50,8 @@ HELP = (
 )
 STAFF_HELP = (
     "Coach commands: /invite (a code for a new patient; /invite revoke CODE), /patients "
-    "[page], /broadcast (preview, then send now or schedule).\n"
+    "[page], /broadcast (preview, then send now or schedule), /clear USER [level] (lift a "
+    "patient's hold after a referral or pain pause).\n"
     "Admin commands: /grant coach USER, /revoke coach USER, /stats [7d|30d|90d|all], "
     "/export [7d|30d|90d|all] (CSV).\n"
     "USER is a channel id such as telegram:123456. Patients' commands: /help."
@@ -390,7 +391,7 @@ class Engine:
             return
         if ctx.user.status == "referred":
             ctx.answers = {}
-            await self._goto(ctx, state, "resume:assessed")
+            await self._goto(ctx, state, await account.resume_held(ctx))
             return
         if ctx.user.status == "active":
             ctx.say("Your program is running already. /today shows today's session.")
@@ -467,6 +468,15 @@ class Engine:
         ctx.answers = {"recipients": len(recipients)}
         await self._goto(ctx, state, "broadcast:text")
 
+    async def _clear(self, ctx: Ctx, state: ConversationState) -> None:
+        if not await self._coach_only(ctx, state):
+            await staff.clear(ctx)
+
+    async def _clear_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
+                            ) -> None:
+        self._retire(ctx)
+        await staff.clear_button(ctx, token)
+
     async def _grant(self, ctx: Ctx, state: ConversationState) -> None:
         if not await self._admin_only(ctx, state):
             await staff.grant(ctx, give=True)
@@ -511,13 +521,14 @@ COMMANDS: dict[str, Command] = {
     "invite": Engine._invite,
     "patients": Engine._patients,
     "broadcast": Engine._broadcast,
+    "clear": Engine._clear,
     "grant": Engine._grant,
     "revoke": Engine._revoke,
     "stats": Engine._stats,
     "export": Engine._export,
 }
 SESSION_BUTTONS = {"prompt": Engine._prompt_button, "check": Engine._prompt_button,
-                   howto.STEP: Engine._how_button}
+                   holds.CLEAR_STEP: Engine._clear_button, howto.STEP: Engine._how_button}
 
 
 def _reply(inbound: Inbound, text: str) -> Outbound:

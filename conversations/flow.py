@@ -46,8 +46,11 @@ class Ctx:
         return local_date(self.now, self.user.timezone or "UTC")
 
     async def alert_coach(self, text: str) -> None:
-        """Queue a message to the patient's coach, if they have one (delivered by the sender)."""
-        await self.repo.alert_coach(self.user, text, self.now)
+        """Queue a message about the patient to their coach, if they have one; `text` reads
+        after the patient's name and id: "Pam (telegram:3101) joined you ..."."""
+        ident = f"{self.user.channel}:{self.user.channel_user_id}"
+        name = f"{self.user.display_name} ({ident})" if self.user.display_name else ident
+        await self.repo.message_coach(self.user, {"text": f"{name} {text}"}, self.now)
 
 
 Ask = Callable[[Ctx], Question]

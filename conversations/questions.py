@@ -67,8 +67,12 @@ def _yes_no(text: str) -> str | None:
     return None
 
 
-def yes_no(text: str, *extra: str) -> Question:
-    return Question(text, (YES, NO), _yes_no, 'Please answer "yes" or "no".', extra=extra)
+def yes_no(text: str, *extra: str, yes: str = "Yes", no: str = "No") -> Question:
+    """A yes/no question; `yes` and `no` label the buttons when they restate the answer."""
+    if (yes, no) == ("Yes", "No"):
+        return Question(text, (YES, NO), _yes_no, 'Please answer "yes" or "no".', extra=extra)
+    return Question(text, (Choice("yes", yes), Choice("no", no)), _yes_no,
+                    'Please pick a button, or answer "yes" or "no".', columns=1, extra=extra)
 
 
 # re.ASCII: 0-9 only, as everywhere numbers are read (conversations/numbers.py).

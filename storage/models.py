@@ -187,6 +187,29 @@ class ProgressionEvent(Base):
     message: Mapped[str] = mapped_column(EncryptedText)
 
 
+class Hold(Base):
+    """A referral or pain pause (CLINICAL.md 5a, R9): no prompts until it is lifted, and who
+    lifted it, when and why, kept for good."""
+
+    __tablename__ = "holds"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ID, _user_fk(), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # referral, pain
+    rule: Mapped[str] = mapped_column(String(16))  # screen, 2b, R4, R7
+    reason: Mapped[str] = mapped_column(EncryptedText)  # for the coach: what caused it
+    level: Mapped[int | None] = mapped_column(Integer)  # the level before; None: no program
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_on: Mapped[date] = mapped_column(Date)  # the patient's local date
+    # The patient's confirmation that a clinician assessed the knee (no coach), with its time.
+    assessed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # /resume asked a coach
+    lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lifted_by: Mapped[str | None] = mapped_column(String(96))  # channel:id, as on audit_log
+    lift_reason: Mapped[str | None] = mapped_column(EncryptedText)
+    restart_level: Mapped[int | None] = mapped_column(Integer)
+
+
 class Outbox(Base):
     """Messages queued for delivery. A row is claimed with a lease, then marked sent once."""
 
@@ -306,6 +329,7 @@ PERSONAL_TABLES: tuple[tuple[type[Base], str], ...] = (
     (Session, "user_id"),
     (PainReport, "user_id"),
     (ProgressionEvent, "user_id"),
+    (Hold, "user_id"),
     (Outbox, "user_id"),
     (Invite, "coach_id"),
     (User, "id"),

@@ -17,6 +17,7 @@ from storage.models import (
     AuditLog,
     Base,
     ConversationState,
+    Hold,
     Invite,
     MediaUpload,
     Outbox,
@@ -222,6 +223,16 @@ class Repository:
             .group_by(Session.status))
         return {status: count for status, count in rows}
 
+    # --- holds (R9) ------------------------------------------------------------------------
+    async def open_hold(self, user_id: int) -> Hold | None:
+        """The hold not yet lifted, if any (the newest, should there be several)."""
+        return await self.db.scalar(
+            select(Hold).where(Hold.user_id == user_id, Hold.lifted_at.is_(None))
+            .order_by(Hold.id.desc()).limit(1))
+
+    async def hold(self, hold_id: int) -> Hold | None:
+        return await self.db.get(Hold, hold_id, populate_existing=True)
+
     # --- coaches and invites -------------------------------------------------------------
     async def patients_of(self, coach_id: int, statuses: tuple[str, ...] | None = None
                           ) -> list[User]:
@@ -284,6 +295,18 @@ class Repository:
         await self.enqueue(user_id=coach.id, channel=coach.channel, chat_id=coach.chat_id,
                            kind="alert", payload=message, now=now, dedupe_key=dedupe_key,
                            about_id=patient.id)
+
+    async def message_coach(self, patient: User, payload: dict[str, Any], now: datetime,
+                            dedupe_key: str | None = None) -> bool:
+        """Queue a message (an Outbound's fields but the recipient) about the patient to their
+        coach; False if they have none, or one with this dedupe key is queued already."""
+        coach = await self.user_by_id(patient.coach_id) if patient.coach_id else None
+        if coach is None:
+            return False
+        message = {**payload, "channel": coach.channel, "chat_id": coach.chat_id}
+        return await self.enqueue(user_id=coach.id, channel=coach.channel,
+                                  chat_id=coach.chat_id, kind="alert", payload=message, now=now,
+                                  dedupe_key=dedupe_key, about_id=patient.id)
 
     async def enqueue(self, *, user_id: int | None, channel: str, chat_id: str, kind: str,
                       payload: dict[str, Any], now: datetime, dedupe_key: str | None = None,

@@ -21,6 +21,7 @@ from conversations.demo import DemoCache
 from conversations.engine import Engine
 from conversations.messages import Button, Inbound, Outbound
 from conversations.program.data import Program, load_program
+from conversations.program.screening import RED_FLAGS
 from storage.db import create_engine, migrate, sessionmaker
 from telegram_server import TOKEN, BotApiServer
 
@@ -160,14 +161,20 @@ class Patient:
                 await self.send(answer)
 
 
+# The answer of no warning to each safety question, by its button (CLINICAL.md 2a).
+SAFE_ANSWERS = tuple(q.no if q.warning == "yes" else q.yes for q in RED_FLAGS)
 # A screen with no red flags, 5 signs, worst pain 4, the left knee, Kujala 13 answers.
-CLEAN_SCREEN = ("I agree", *["No"] * 8, *["Yes"] * 5, "4", "Left",
+CLEAN_SCREEN = ("I agree", *SAFE_ANSWERS, *["Yes"] * 5, "4", "Left",
                 "None", "Painful", "More than 2 km", "Slight pain when going down",
                 "Repeated squatting painful", "Pain after more than 2 km", "Slight difficulty",
                 "Pain after exercise", "Slight and now and then", "Only after severe exertion",
                 "None", "None", "Yes, fully (no deficit)",
                 "London", "07:00", "Every day")
 CLEAN_KUJALA = 5 + 3 + 3 + 8 + 4 + 8 + 7 + 8 + 8 + 8 + 10 + 5 + 5
+# Where each part of CLEAN_SCREEN starts.
+SIGNS_AT = 1 + len(RED_FLAGS)
+WORST_AT = SIGNS_AT + 5
+KUJALA_AT = WORST_AT + 2
 
 
 async def enrolled(engine: Engine, user_id: str, worst_pain: str = "4",
@@ -175,7 +182,7 @@ async def enrolled(engine: Engine, user_id: str, worst_pain: str = "4",
     patient = Patient(engine, user_id, channel)
     await patient.send("/start")
     screen = list(CLEAN_SCREEN)
-    screen[14] = worst_pain
+    screen[WORST_AT] = worst_pain
     await patient.answer_all(*screen)
     assert "All set" in patient.text, patient.text
     return patient

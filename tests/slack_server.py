@@ -4,7 +4,14 @@ app's own HTTP endpoint, as Slack does.
 
 The server answers auth.test, chat.postMessage, chat.update, views.publish,
 conversations.open and the file upload (files.getUploadURLExternal, the upload URL,
-files.completeUploadExternal); it records every call and can answer 429 with Retry-After."""
+files.completeUploadExternal); it records every call and can answer 429 with Retry-After.
+
+It also speaks Socket Mode on the same port: apps.connections.open (with the app-level token)
+gives a ws:// URL; on that WebSocket the server says hello, pushes events_api, interactive and
+slash_commands envelopes, records the app's acknowledgements by envelope_id, and can send
+`disconnect` (the app reconnects). As Slack does, an envelope not acknowledged when its
+connection closes is delivered again on the next one, with retry_attempt raised.
+`SocketPerson` is a `SlackPerson` whose requests go through envelopes."""
 
 from __future__ import annotations
 
@@ -16,13 +23,14 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession, WSMsgType, web
 
 from fake_api import FakeApi
 
 BOT_TOKEN = "xoxb-test-token"
+APP_TOKEN = "xapp-1-A1-test-app-token"
 SIGNING_SECRET = "test-signing-secret"
 TEAM = "T0TEST"
 
@@ -57,10 +65,67 @@ class SlackServer(FakeApi):
         self.rate_limited = 0  # the next this many chat.postMessage calls get a 429
         self._ts = itertools.count(1)
         self._uploads: dict[str, tuple[str, bytes]] = {}
+        # Socket Mode
+        self.sockets: list[web.WebSocketResponse] = []  # every connection made, in order
+        self.acks: dict[str, dict[str, Any]] = {}  # envelope_id -> the acknowledgement
+        self.unacked: dict[str, dict[str, Any]] = {}  # envelope_id -> the envelope
+        self._envelopes = itertools.count(1)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/api/{method}", self._handle),
-                web.post("/upload/{file_id}", self._upload)]
+                web.post("/upload/{file_id}", self._upload),
+                web.get("/link", self._socket)]
+
+    # --- Socket Mode ---------------------------------------------------------------------
+    @property
+    def socket(self) -> web.WebSocketResponse | None:
+        """The connection in use: the newest one still open."""
+        return next((ws for ws in reversed(self.sockets) if not ws.closed), None)
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"type": "hello", "num_connections": 1,
+                            "connection_info": {"app_id": "A1"},
+                            "debug_info": {"host": "test", "approximate_connection_time": 3600}})
+        old = [other for other in self.sockets if not other.closed]
+        self.sockets.append(ws)
+        for other in old:  # as Slack does once the app has a fresh connection
+            await other.close()
+        for envelope in list(self.unacked.values()):  # undelivered or unacknowledged
+            envelope["retry_attempt"] += 1
+            envelope["retry_reason"] = "timeout"
+            await ws.send_json(envelope)
+        await self.changed()
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                ack = json.loads(message.data)
+                self.unacked.pop(ack.get("envelope_id", ""), None)
+                self.acks[str(ack.get("envelope_id"))] = ack
+                await self.changed()
+        await self.changed()
+        return ws
+
+    async def send_envelope(self, kind: str, payload: dict[str, Any], *,
+                            envelope_id: str | None = None) -> str:
+        """Push one envelope (events_api, interactive, slash_commands) on the connection in
+        use; it stays unacknowledged until the app answers with its envelope_id."""
+        envelope_id = envelope_id or f"env-{next(self._envelopes)}"
+        envelope = {"envelope_id": envelope_id, "type": kind, "payload": payload,
+                    "accepts_response_payload": kind != "events_api",
+                    "retry_attempt": 0, "retry_reason": ""}
+        self.unacked[envelope_id] = envelope
+        socket = self.socket
+        if socket is not None:
+            await socket.send_json(envelope)
+        return envelope_id
+
+    async def disconnect(self) -> None:
+        """Ask the app to move to a new connection (Slack does every few hours)."""
+        socket = self.socket
+        assert socket is not None
+        await socket.send_json({"type": "disconnect", "reason": "refresh_requested",
+                                "debug_info": {"host": "test"}})
 
     def to(self, channel: str) -> list[Posted]:
         return [p for p in self.posted if p.channel == channel]
@@ -78,6 +143,11 @@ class SlackServer(FakeApi):
         for key in ("blocks", "files", "view"):
             if isinstance(params.get(key), str):
                 params[key] = json.loads(params[key])
+        if method == "apps.connections.open":  # the one call made with the app-level token
+            if request.headers.get("Authorization") != f"Bearer {APP_TOKEN}":
+                return self._record(method, params, 200, {"ok": False, "error": "invalid_auth"})
+            return self._record(method, params, 200, {
+                "ok": True, "url": self.root.replace("http://", "ws://") + "/link"})
         if request.headers.get("Authorization") != f"Bearer {BOT_TOKEN}":
             return self._record(method, params, 200, {"ok": False, "error": "invalid_auth"})
         if self.rate_limited and method == "chat.postMessage":
@@ -208,6 +278,11 @@ class SlackPerson:
         return await self._act(self.message_body(text), "application/json")
 
     async def press(self, label: str, message: Posted | None = None) -> list[Posted]:
+        return await self._act(self.press_body(label, message),
+                               "application/x-www-form-urlencoded")
+
+    def press_body(self, label: str, message: Posted | None = None) -> str:
+        """The interactivity request of pressing `label` (form-encoded)."""
         message = message or self.question
         button = message.buttons()[label]
         payload = {"type": "block_actions", "user": {"id": self.user}, "team": {"id": TEAM},
@@ -217,8 +292,7 @@ class SlackPerson:
                    "message": {"ts": message.ts, "text": message.text,
                                "blocks": message.blocks},
                    "actions": [{**button, "block_id": "b", "action_ts": f"{time.time():.6f}"}]}
-        return await self._act(urlencode({"payload": json.dumps(payload)}),
-                               "application/x-www-form-urlencoded")
+        return urlencode({"payload": json.dumps(payload)})
 
     async def command(self, text: str) -> list[Posted]:
         body = urlencode({"command": "/kneecoach", "text": text, "user_id": self.user,
@@ -241,3 +315,23 @@ class SlackPerson:
                 await self.press(answer, last[0])
             else:
                 await self.say(answer)
+
+
+class SocketPerson(SlackPerson):
+    """A Slack user reached through Socket Mode: each request an envelope on the WebSocket,
+    answered once the app acknowledges it."""
+
+    def __init__(self, server: SlackServer, user: str) -> None:
+        super().__init__(server, "", user)
+
+    async def post(self, body: str, content_type: str, *, timestamp: int | None = None,
+                   secret: str = SIGNING_SECRET, retry: int | None = None) -> int:
+        if content_type == "application/json":
+            kind, payload = "events_api", json.loads(body)
+        else:
+            form = dict(parse_qsl(body))
+            kind, payload = (("interactive", json.loads(form["payload"])) if "payload" in form
+                             else ("slash_commands", form))
+        envelope_id = await self.server.send_envelope(kind, payload)
+        await self.server.wait_for(lambda: envelope_id in self.server.acks, 20)
+        return 200

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from conftest import CLEAN_SCREEN, Patient, enrolled
+from conftest import CLEAN_SCREEN, WORST_AT, Patient, enrolled
 from conversations.clock import ManualClock
 from conversations.engine import FLOWS, Engine
 from conversations.messages import ButtonToken, Inbound
@@ -40,7 +40,7 @@ async def _at_step(engine: Engine, answers: int) -> Patient:
 @pytest.mark.parametrize("bad", ["11", "-1", "7.5", "", "   ", HUGE, EMOJI, "seven", "1O"])
 async def test_bad_pain_answers_reask(engine: Engine, sessions: async_sessionmaker[DbSession],
                                       bad: str) -> None:
-    patient = await _at_step(engine, 14)  # waiting for worst pain
+    patient = await _at_step(engine, WORST_AT)  # waiting for worst pain
     before = await _state(sessions, "u1")
     assert before[1] == "worst_pain"
     await patient.send(bad)

@@ -8,9 +8,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from conftest import CLEAN_KUJALA, CLEAN_SCREEN, Patient, enrolled
+from conftest import CLEAN_KUJALA, CLEAN_SCREEN, SIGNS_AT, Patient, enrolled
 from conversations.clock import ManualClock
 from conversations.engine import Engine
+from conversations.program.screening import RED_FLAGS
 from storage.models import (
     PERSONAL_TABLES,
     Assessment,
@@ -88,29 +89,33 @@ async def test_red_flag_refers_and_gives_no_program(
         engine: Engine, sessions: async_sessionmaker[DbSession]) -> None:
     patient = Patient(engine, "u1")
     await patient.send("/start")
-    await patient.answer_all("I agree", "No", "Yes")  # locking or giving way
+    await patient.answer_all("I agree", "No", "Yes, it locks or gives way")
+    assert 'You answered: "Yes, it locks or gives way"' in patient.text
     assert "physiotherapist or doctor" in patient.text
     assert "will not give you an exercise program" in patient.text
     user = await _one(sessions, User, channel_user_id="u1")
     assert user.status == "referred"
     referral = await _one(sessions, Assessment, user_id=user.id, kind="redflag")
-    assert referral.answers == {"answers": ["no", "yes"], "flag": 2}
+    assert referral.answers == {"answers": ["no", "yes"], "flag": 2, "rule": "screen",
+                                "answered": '"Yes, it locks or gives way"'}
     assert await _count(sessions, ProgramState) == 0
     await patient.send("/today")
     assert "clinician" in patient.text
     assert await _count(sessions, Session) == 0
 
 
-async def test_referred_at_screen_can_screen_again_after_assessment(engine: Engine) -> None:
+async def test_referred_at_screen_can_screen_again_after_assessment(
+        engine: Engine, clock: ManualClock) -> None:
     patient = Patient(engine, "u1")
     await patient.send("/start")
     await patient.answer_all("I agree", "Yes")
+    clock.advance(timedelta(days=1))  # R9: the next local day at the earliest
     await patient.send("/resume")
-    await patient.press("No")
+    await patient.press("No, not yet")
     assert "see a clinician first" in patient.text
     await patient.send("/resume")
-    await patient.press("Yes")
-    assert "Safety question 1 of 8" in patient.text
+    await patient.press("Yes, I was assessed and may exercise")
+    assert f"Safety question 1 of {len(RED_FLAGS)}" in patient.text
     await patient.answer_all(*CLEAN_SCREEN[1:])
     assert "All set" in patient.text
 
@@ -162,12 +167,19 @@ async def test_pain_spike_pauses_refers_and_alerts_the_coach(
     program = await _one(sessions, ProgramState, user_id=user.id)
     assert program.next_prompt_at is None and program.paused_reason == "R4"
     alert = await _one(sessions, Outbox, kind="alert")
-    assert alert.chat_id == "coach" and "Name of u1" in alert.payload["text"]
+    assert alert.chat_id == "coach" and alert.payload["text"] == (
+        "Name of u1 (console:u1) reported pain 9/10 (a /pain report); their program is paused "
+        "until you clear it (/clear console:u1).")
     await patient.send("/today")
     assert "until a clinician" in patient.text
-    await patient.send("/resume")
-    await patient.press("Yes")
-    assert "continue at level 2" in patient.text
+    await patient.send("/resume")  # R9: with a coach, only the coach lifts it
+    assert "until your coach clears it" in patient.text and not patient.buttons
+    assert (await _one(sessions, User, channel_user_id="u1")).status == "referred"
+    coach = Patient(engine, "coach")
+    await coach.send("/clear console:u1")
+    assert "restart at level 1" in coach.text
+    assert (await _one(sessions, User, channel_user_id="u1")).status == "active"
+    assert (await _one(sessions, ProgramState, user_id=user.id)).level == 1
 
 
 async def test_three_easy_days_progress_a_level(
@@ -260,7 +272,7 @@ async def test_cancel_mid_onboarding_keeps_nothing_half_written(
         engine: Engine, sessions: async_sessionmaker[DbSession]) -> None:
     patient = Patient(engine, "u1")
     await patient.send("/start")
-    await patient.answer_all(*CLEAN_SCREEN[:12])
+    await patient.answer_all(*CLEAN_SCREEN[:SIGNS_AT + 3])
     await patient.send("/cancel")
     assert "Nothing from that conversation was saved" in patient.text
     assert await _count(sessions, Assessment) == 0
@@ -273,9 +285,9 @@ async def test_cancel_mid_onboarding_keeps_nothing_half_written(
 async def test_help_mid_flow_reasks_the_same_question(engine: Engine) -> None:
     patient = Patient(engine, "u1")
     await patient.send("/start")
-    await patient.answer_all("I agree", "No", "No")
+    await patient.answer_all(*CLEAN_SCREEN[:3])
     await patient.send("/help")
-    assert "/today" in patient.text and "Safety question 3 of 8" in patient.text
+    assert "/today" in patient.text and f"Safety question 3 of {len(RED_FLAGS)}" in patient.text
 
 
 async def test_mydata_exports_and_delete_erases_everything(

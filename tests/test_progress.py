@@ -14,14 +14,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from conftest import CLEAN_KUJALA, CLEAN_SCREEN, Patient, enrolled
+from conftest import CLEAN_KUJALA, CLEAN_SCREEN, KUJALA_AT, Patient, enrolled
 from conversations.chart import DaySession, Progress, render
 from conversations.clock import ManualClock
 from conversations.engine import Engine
 from storage import stats
 from storage.models import PERSONAL_TABLES, AuditLog, Outbox, User
 
-KUJALA_ANSWERS = CLEAN_SCREEN[16:29]
+KUJALA_ANSWERS = CLEAN_SCREEN[KUJALA_AT:KUJALA_AT + 13]
 BEST_KUJALA = ["None", "Full weight without pain", "Unlimited", "No difficulty",
                "No difficulty", "No difficulty", "No difficulty", "No difficulty", "None",
                "None", "None", "None", "Yes, fully (no deficit)"]
@@ -39,8 +39,12 @@ async def eight_weeks(patient: Patient, clock: ManualClock, seed: int = 7) -> No
             await patient.answer_all("Now", *BEST_KUJALA)
             await patient.send("/today")
         if "until a clinician" in patient.text:  # a flare paused it; assessed, they resume
-            await patient.send("/resume")
-            await patient.press("Yes")
+            await patient.send("/resume")  # R9: from the day after the hold began
+            if any(b.label.startswith("Yes, I was assessed") for b in patient.buttons):
+                await patient.press("Yes, I was assessed and may exercise")
+                if "at rest" in patient.text:  # a pain pause: the rest pain must be 5 or less
+                    await patient.press("2")
+                assert "Welcome back" in patient.text, patient.text
             await patient.send("/today")
         if "How did today's session go?" not in patient.text:
             clock.advance(timedelta(days=1))

@@ -124,7 +124,7 @@ async def test_no_health_text_in_the_stored_database_with_a_key(
         broadcast = (await db.scalars(select(Broadcast.text))).one()
     assert {"alert", "broadcast", "prompt", "reply"} <= kinds
     assert broadcast == BROADCAST
-    assert any("Alert about" in t for t in texts) and any('"answers"' in t for t in texts)
+    assert any("reported pain 9/10" in t for t in texts) and any('"answers"' in t for t in texts)
     stored = await stored_text(database_url, engine)
     await engine.dispose()
     if keyed:

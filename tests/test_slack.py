@@ -26,6 +26,7 @@ from conversations.clock import ManualClock
 from conversations.engine import Engine
 from conversations.messages import Outbound
 from conversations.program.data import Program
+from conversations.program.screening import RED_FLAGS
 from fake_api import free_port
 from slack_server import BOT_TOKEN, SIGNING_SECRET, SlackPerson, SlackServer
 from storage.models import ProcessedUpdate, User
@@ -137,7 +138,7 @@ async def test_a_429_storm_loses_no_reply(slack_api: SlackServer, slack_url: str
     assert "not a diagnosis" in eve.text.lower()
     assert [s for _, _, s in slack_api.calls].count(429) == 2
     await eve.press("I agree")
-    assert eve.question.buttons().keys() >= {"Yes", "No"}
+    assert eve.question.buttons().keys() >= {RED_FLAGS[0].yes, "No"}
 
 
 async def test_a_daily_prompt_is_delivered_and_answered_by_its_buttons(

@@ -20,7 +20,7 @@ from conversations.engine import Engine
 from conversations.program.data import Program
 from storage import dispatch, stats
 from storage.db import create_engine, migrate, sessionmaker
-from storage.models import Base, ConversationState, StatTally, User
+from storage.models import Base, ConversationState, Hold, StatTally, User
 from storage.repository import Repository, StaleState
 
 
@@ -154,6 +154,34 @@ async def test_the_upgrade_to_tallies_counts_what_was_there(database_url: str) -
     assert figures == {"all": (2, 1, 1, 1, 15), "coach 1": (1, 1, 0, 1, 15),
                        "no coach": (1, 0, 1, 0, None)}
     assert tallied == 5  # read from the tallies, not live
+
+
+async def test_the_upgrade_to_holds_gives_every_referred_patient_an_open_hold(
+        database_url: str) -> None:
+    """Patients referred before holds were kept (revision 0008) stay held, under R9: a
+    screen referral without a program, and a pain pause with its level."""
+    engine = create_engine(database_url)
+    await migrate(engine, "0008")
+    at = "2026-01-15 07:00:00"
+    statements = [
+        *(_insert("users", id=uid, channel="console", channel_user_id=f"p{uid}",
+                  chat_id=f"p{uid}", display_name="", role="patient", status=status,
+                  unreachable=False, created_at=at)
+          for uid, status in ((1, "referred"), (2, "referred"), (3, "active"))),
+        *(_insert("program_state", user_id=uid, level=3, started_on="2026-01-14",
+                  baseline_worst_pain=4, paused_reason=reason, updated_at=at)
+          for uid, reason in ((2, "R4"), (3, None))),
+    ]
+    async with engine.begin() as connection:
+        for statement in statements:
+            await connection.execute(text(statement))
+    await migrate(engine)
+    async with sessionmaker(engine)() as db:
+        holds = (await db.scalars(select(Hold).order_by(Hold.user_id))).all()
+    await engine.dispose()
+    assert [(h.user_id, h.kind, h.rule, h.level, h.lifted_at) for h in holds] == [
+        (1, "referral", "screen", None, None), (2, "pain", "R4", 3, None)]
+    assert holds[1].started_on.isoformat() == "2026-01-15"
 
 
 async def test_two_workers_folding_at_once_count_each_session_once(

@@ -24,11 +24,12 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from bot.channels.telegram import APOLOGY, PRIVATE_ONLY, TelegramChannel
 from bot.delivery import OutboxSender, send_replies, split_text
 from bot.scheduler import Scheduler
-from conftest import CLEAN_SCREEN, enrolled, telegram_settings
+from conftest import CLEAN_SCREEN, SIGNS_AT, WORST_AT, enrolled, telegram_settings
 from conversations.clock import ManualClock
 from conversations.engine import MENU, STALE_BUTTON, Engine
 from conversations.messages import Inbound, Outbound
 from conversations.program.data import Program
+from conversations.program.screening import RED_FLAGS
 from fake_api import free_port
 from storage.models import Outbox, ProgramState, User
 from storage.repository import Repository
@@ -109,7 +110,7 @@ async def test_a_restart_mid_questionnaire_resumes_at_the_same_question(
     await first.start()
     cat = Person(telegram_api, 1003)
     await cat.say("/start")
-    await cat.answer_all(*CLEAN_SCREEN[:12])
+    await cat.answer_all(*CLEAN_SCREEN[:SIGNS_AT + 3])
     waiting = cat.question
     await first.stop()  # the process ends; a new one starts with nothing in memory
 
@@ -118,7 +119,7 @@ async def test_a_restart_mid_questionnaire_resumes_at_the_same_question(
     await second.start()
     try:
         await cat.press("Yes", waiting)  # the keyboard from before the restart still works
-        await cat.answer_all(*CLEAN_SCREEN[13:])
+        await cat.answer_all(*CLEAN_SCREEN[SIGNS_AT + 4:])
         assert "All set" in cat.text, cat.text
     finally:
         await second.stop()
@@ -145,7 +146,7 @@ async def test_a_stale_button_from_an_old_message_is_refused_and_retired(
         telegram_api: BotApiServer, telegram_bot: TelegramChannel) -> None:
     eve = Person(telegram_api, 1005)
     await eve.say("/start")
-    await eve.answer_all(*CLEAN_SCREEN[:14])
+    await eve.answer_all(*CLEAN_SCREEN[:WORST_AT])
     pain_question = eve.question
     await eve.say("4")  # typed: the pain keyboard stays on screen
     next_question = eve.question
@@ -213,7 +214,7 @@ async def test_a_failing_update_gets_an_apology_and_the_bot_keeps_running(
         async with sessions() as db, db.begin():
             await db.execute(text("ALTER TABLE processed_away RENAME TO processed_updates"))
     await gus.press("I agree")  # the consent question is still there, and now it works
-    assert gus.question.tokens().keys() >= {"Yes", "No"}
+    assert gus.question.tokens().keys() >= {RED_FLAGS[0].yes, "No"}
 
 
 # --- webhook mode ----------------------------------------------------------------------------
@@ -247,7 +248,7 @@ async def test_webhook_needs_the_secret_and_handles_a_redelivered_update_once(
     consent = [m for m in telegram_api.to(1010) if "not a diagnosis" in m.text.lower()]
     assert len(consent) == 1
     await hal.press("I agree")
-    assert hal.question.tokens().keys() >= {"Yes", "No"}
+    assert hal.question.tokens().keys() >= {RED_FLAGS[0].yes, "No"}
 
 
 # --- failures of the platform ----------------------------------------------------------------
@@ -372,6 +373,7 @@ async def test_kneecoach_run_with_a_token_serves_telegram_and_stops_cleanly_on_s
         telegram_api: BotApiServer, tmp_path: Path) -> None:
     env = {**os.environ, "KNEECOACH_TELEGRAM_TOKEN": TOKEN,
            "KNEECOACH_TELEGRAM_API_URL": telegram_api.root,
+           "KNEECOACH_LISTEN": f"127.0.0.1:{free_port()}",  # /healthz is served in polling too
            "KNEECOACH_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
            "PYTHONPATH": str(ROOT)}
     process = await asyncio.create_subprocess_exec(
@@ -467,6 +469,58 @@ async def test_two_workers_claim_2000_due_prompts_and_telegram_gets_each_once(
     assert Counter(m.chat_id for m in telegram_api.sent) == {
         str(5000 + n): 1 for n in range(2000)}
     assert all("Time for today's knee exercises" in m.text for m in telegram_api.sent)
+
+
+# --- holds (CLINICAL.md 5a, R9) over Telegram --------------------------------------------------
+async def test_a_pain_pause_is_cleared_by_the_coach_from_the_request_over_telegram(
+        telegram_api: BotApiServer, sessions: async_sessionmaker[DbSession], program: Program,
+        clock: ManualClock) -> None:
+    """Pain 8/10 during a session pauses the program; the coach's alert is written for the
+    coach; the patient's /resume sends the coach a request whose button clears the hold, and
+    the patient restarts a level lower."""
+    engine = Engine(sessions, program, clock, admins=frozenset({("telegram", "9001")}))
+    channel = TelegramChannel(telegram_settings(telegram_api), engine, poll_timeout=1)
+    await channel.start()
+    sender = OutboxSender(sessions, {"telegram": channel.deliverer}, clock, rate=28)
+    try:
+        admin, coach, pam = (Person(telegram_api, n) for n in (9001, 9002, 3101))
+        await coach.say("/start")
+        await admin.say("/grant coach telegram:9002")
+        await coach.say("/invite")
+        code = re.search(r"start=([A-Z0-9]+)", coach.text).group(1)  # type: ignore[union-attr]
+        await pam.say(f"/start {code}")
+        await pam.answer_all(*CLEAN_SCREEN)
+        assert "All set" in pam.text
+        await pam.say("/today")
+        await pam.press("Done")
+        await pam.press("8")
+        assert "paused your program" in pam.text
+        await sender.drain()
+        assert telegram_api.to(9002)[-1].text == (
+            "Ann (telegram:3101) reported pain 8/10 during the session; their program is "
+            "paused until you clear it (/clear telegram:3101).")
+
+        await pam.say("/resume")
+        assert "until your coach clears it" in pam.text
+        await sender.drain()
+        request = telegram_api.to(9002)[-1]
+        assert request.text.startswith("Ann (telegram:3101) asks to resume.")
+        assert (await user_row(sessions, 3101)).status == "referred"  # type: ignore[union-attr]
+
+        await coach.press("Clear, restart at level 1", request)
+        assert "they restart at level 1" in coach.text
+        assert request.buttons == []  # the request's keyboard is retired
+        await coach.say("/clear telegram:3101")
+        assert "no hold to clear" in coach.text
+        await sender.drain()
+        assert "restart at level 1" in telegram_api.to(3101)[-1].text
+        user = await user_row(sessions, 3101)
+        assert user is not None and user.status == "active"
+        async with sessions() as db:
+            state = await db.get(ProgramState, user.id)
+        assert state is not None and state.level == 1 and state.next_prompt_at is not None
+    finally:
+        await channel.stop()
 
 
 # --- a reply is a sequence of parts (issue 13) -----------------------------------------------

@@ -2,8 +2,9 @@
 `/kneecoach <command>` slash command become `Inbound`; `Outbound` becomes Block Kit. No flow
 logic lives here.
 
-HTTP on KNEECOACH_LISTEN at /slack/events, where bolt checks the signing secret (a bad
-signature or a timestamp over 5 minutes old: 401, nothing handled); Socket Mode when
+HTTP at /slack/events on the process's one web server (bot/web.py), where bolt checks the
+signing secret (a bad signature or a timestamp over 5 minutes old: 401, nothing handled);
+Socket Mode when
 KNEECOACH_SLACK_APP_TOKEN is set. Bolt acknowledges each request before the work is done. One
 user's requests are handled in the order they came; a retried event (same event id) is dropped
 by the engine."""
@@ -14,6 +15,7 @@ import asyncio
 import functools
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +25,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import logs, metrics
 from bot.channels import at_start
 from bot.delivery import (
     Blocked,
@@ -37,6 +40,7 @@ from bot.delivery import (
 )
 from bot.media import read_media
 from bot.settings import Settings
+from bot.web import WebServer
 from conversations.engine import Engine
 from conversations.messages import Inbound, Media, Outbound
 from conversations.numbers import whole
@@ -47,6 +51,7 @@ SECTION_CHARS = 3000  # Slack's limit for a section's text
 BLOCKS_PER_MESSAGE = 50
 BUTTONS_PER_ROW = 25  # elements in one actions block
 ACTION = re.compile(r"^kc_")
+PRESSES_KEPT = 10_000
 BLOCKED = {"channel_not_found", "is_archived", "account_inactive", "not_in_channel",
            "user_disabled", "cannot_dm_bot", "messages_tab_disabled"}
 
@@ -162,7 +167,10 @@ def _client(settings: Settings) -> AsyncWebClient:
 class SlackChannel:
     """The bolt app: listeners turn Slack's requests into `Inbound` for the engine."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(self, settings: Settings, engine: Engine, *,
+                 server: WebServer | None = None) -> None:
+        """`server`: the process's web server for /slack/events; without one, HTTP mode
+        starts a server of its own."""
         secret = settings.slack_signing_secret
         if secret is None and settings.slack_app_token is None:
             raise ValueError("KNEECOACH_SLACK_SIGNING_SECRET is needed for Slack over HTTP")
@@ -181,8 +189,13 @@ class SlackChannel:
         self._users: dict[str, tuple[asyncio.Lock, int]] = {}
         self._idle = asyncio.Event()  # set while no request is in hand
         self._idle.set()
-        self._runner: web.AppRunner | None = None
         self._socket: Any = None
+        self._presses: OrderedDict[str, None] = OrderedDict()  # recent press ids, oldest first
+        self._own_server: WebServer | None = None
+        if settings.slack_app_token is None:
+            if server is None:
+                server = self._own_server = WebServer(*settings.listen_host_port)
+            server.add_post("/slack/events", self._http)
 
     @staticmethod
     def deliverer(settings: Settings) -> SlackDeliverer:
@@ -203,19 +216,15 @@ class SlackChannel:
             await self._socket.connect_async()
             log.info("slack: socket mode")
             return
-        web_app = web.Application()
-        web_app.router.add_post("/slack/events", self._http)
-        self._runner = web.AppRunner(web_app, access_log=None)
-        await self._runner.setup()
-        host, port = self.settings.listen_host_port
-        await web.TCPSite(self._runner, host, port).start()
-        log.info("slack: HTTP on %s:%s/slack/events", host, port)
+        if self._own_server is not None:
+            await self._own_server.start()
+        log.info("slack: HTTP at /slack/events")
 
     async def stop(self) -> None:
         if self._socket is not None:
             await self._socket.close_async()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._own_server is not None:
+            await self._own_server.stop()
         await self._idle.wait()  # requests already acknowledged are finished
 
     async def _http(self, request: web.Request) -> web.Response:
@@ -246,8 +255,10 @@ class SlackChannel:
                 self._idle.set()
 
     async def _handle(self, inbound: Inbound) -> None:
-        replies = await self.engine.handle(inbound)
-        await send_replies(self.deliverer, self.engine, inbound, replies)
+        with (logs.handling(inbound.channel, inbound.user_id, inbound.update_id),
+              metrics.handling(inbound.channel)):
+            replies = await self.engine.handle(inbound)
+            await send_replies(self.deliverer, self.engine, inbound, replies)
 
     async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         if (event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id")
@@ -265,7 +276,8 @@ class SlackChannel:
         user, channel = str(body["user"]["id"]), str(body.get("channel", {}).get("id", ""))
         message = body.get("message") or {}
         ts = message.get("ts")
-        if not channel or not action.get("value"):
+        update_id = f"action:{action.get('action_ts') or ts}"
+        if not channel or not action.get("value") or not self._first_press(update_id):
             return
 
         async def work() -> None:
@@ -278,9 +290,20 @@ class SlackChannel:
                     log.info("could not take the buttons off %s: %s", ts, exc)
             await self._handle(Inbound(
                 channel="slack", user_id=user, chat_id=channel, button=str(action["value"]),
-                update_id=f"action:{action.get('action_ts') or ts}", message_id=ts))
+                update_id=update_id, message_id=ts))
 
         await self._in_order(user, work)
+
+    def _first_press(self, update_id: str) -> bool:
+        """False for a press redelivered to this process (Socket Mode resends an envelope
+        whose acknowledgement it missed): taking the buttons off again would put the stale
+        copy of the message over the answer shown in it. The engine drops the rest."""
+        if update_id in self._presses:
+            return False
+        self._presses[update_id] = None
+        if len(self._presses) > PRESSES_KEPT:
+            self._presses.popitem(last=False)
+        return True
 
     async def _on_command(self, ack: Callable[..., Awaitable[None]], command: dict[str, Any],
                           client: AsyncWebClient) -> None:

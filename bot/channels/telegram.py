@@ -1,8 +1,10 @@
 """The Telegram channel (python-telegram-bot): updates in private chats become `Inbound`, the
 engine's `Outbound` replies become messages with inline keyboards. No flow logic lives here.
 
-Polling by default; a webhook when KNEECOACH_TELEGRAM_WEBHOOK_URL is set (PTB's own server
-checks the secret token and answers 403 without it). Updates of different chats are handled
+Polling by default; a webhook when KNEECOACH_TELEGRAM_WEBHOOK_URL is set, served on the
+process's one web server (bot/web.py) beside Slack and the operator's routes: the secret token
+is checked before the body is read (403 without it), the body is capped, bad JSON gets 400, and
+no payload is logged. Updates of different chats are handled
 concurrently, one chat's in order. A redelivered update is dropped by the engine (update id)."""
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlparse
 
+from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from telegram import (
@@ -42,6 +45,7 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
+from bot import logs, metrics
 from bot.channels import StartupError, at_start
 from bot.delivery import (
     Blocked,
@@ -57,6 +61,7 @@ from bot.delivery import (
 )
 from bot.media import MediaIds, read_media
 from bot.settings import Settings
+from bot.web import WebServer
 from conversations.engine import MENU, Engine
 from conversations.messages import Inbound, Outbound
 
@@ -240,12 +245,24 @@ def _bot_request(read_timeout: float) -> HTTPXRequest:
 class TelegramChannel:
     """The bot: a PTB Application whose handlers turn updates into `Inbound` for the engine."""
 
-    def __init__(self, settings: Settings, engine: Engine, *, poll_timeout: int = 10) -> None:
+    def __init__(self, settings: Settings, engine: Engine, *, poll_timeout: int = 10,
+                 server: WebServer | None = None) -> None:
+        """`server`: the process's web server for the webhook route; without one, webhook
+        mode starts a server of its own."""
         if settings.telegram_token is None:
             raise ValueError("KNEECOACH_TELEGRAM_TOKEN is not set")
         self.settings = settings
         self.engine = engine
         self.poll_timeout = poll_timeout
+        secret = settings.telegram_webhook_secret
+        self._secret = secret.get_secret_value() if secret else secrets.token_urlsafe(32)
+        self._accepting = False
+        self._own_server: WebServer | None = None
+        url = settings.telegram_webhook_url
+        if url:
+            if server is None:
+                server = self._own_server = WebServer(*settings.listen_host_port)
+            server.add_post(urlparse(url).path or "/", self._webhook)
         root = settings.telegram_api_url.rstrip("/")
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
             Application.builder().token(settings.telegram_token.get_secret_value())
@@ -298,12 +315,13 @@ class TelegramChannel:
         await self.app.start()
         url = self.settings.telegram_webhook_url
         if url:
-            host, port = self.settings.listen_host_port
-            secret = self.settings.telegram_webhook_secret
-            await self.app.updater.start_webhook(  # type: ignore[union-attr]
-                listen=host, port=port, url_path=urlparse(url).path.lstrip("/"),
-                webhook_url=url, allowed_updates=UPDATES,
-                secret_token=secret.get_secret_value() if secret else secrets.token_urlsafe(32))
+            if self._own_server is not None:
+                await self._own_server.start()
+            self._accepting = True
+            await at_start("Telegram setWebhook",
+                           lambda: self.app.bot.set_webhook(url, allowed_updates=UPDATES,
+                                                            secret_token=self._secret),
+                           self.settings.startup_seconds, _rejected_token)
         else:
             await at_start("Telegram deleteWebhook", self.app.bot.delete_webhook,
                            self.settings.startup_seconds, _rejected_token)
@@ -312,6 +330,7 @@ class TelegramChannel:
 
     async def stop(self) -> None:
         """Stop fetching, finish the updates in hand (fetched ones included), shut down."""
+        self._accepting = False  # webhook deliveries from now on get 503: Telegram retries them
         if self._polling is not None:
             self._polling.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -321,11 +340,33 @@ class TelegramChannel:
             with contextlib.suppress(TelegramError):  # confirm what was handled
                 await self.app.bot.get_updates(offset=self._fetched + 1, timeout=0, limit=1,
                                                allowed_updates=UPDATES)
-        else:
-            await self.app.updater.stop()  # type: ignore[union-attr]
+        elif self._in_hand:  # webhook updates being handled
+            await asyncio.gather(*self._in_hand.values(), return_exceptions=True)
         await self.app.update_queue.join()  # app.stop() would drop fetched, unhandled ones
         await self.app.stop()
         await self.app.shutdown()
+        if self._own_server is not None:
+            await self._own_server.stop()
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        """One update from Telegram, handled before it is answered."""
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "").encode()
+        if not secrets.compare_digest(given, self._secret.encode()):
+            return web.Response(status=403)  # before the body is read
+        if not self._accepting:
+            return web.Response(status=503)
+        try:
+            update = Update.de_json(await request.json(), self.app.bot)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return web.Response(status=400)  # the payload is not logged: it is a patient's
+        # Answered once handled (replies sent or queued in the outbox), as polling confirms an
+        # update only then: Telegram delivers an unanswered one again. One chat's in order.
+        task = asyncio.create_task(self.app.update_processor.process_update(
+            update, self.app.process_update(update)))
+        self._in_hand[update.update_id] = task
+        task.add_done_callback(lambda _, uid=update.update_id: self._in_hand.pop(uid, None))
+        await asyncio.shield(task)  # a dropped connection does not cancel the handling
+        return web.Response()
 
     async def _poll(self) -> None:
         """Long-poll getUpdates and hand each update to PTB's handlers (one chat's in order).
@@ -363,8 +404,10 @@ class TelegramChannel:
 
     # --- updates -------------------------------------------------------------------------
     async def _handle(self, inbound: Inbound) -> None:
-        replies = await self.engine.handle(inbound)
-        await send_replies(self.deliverer, self.engine, inbound, replies)
+        with (logs.handling(inbound.channel, inbound.user_id, inbound.update_id),
+              metrics.handling(inbound.channel)):
+            replies = await self.engine.handle(inbound)
+            await send_replies(self.deliverer, self.engine, inbound, replies)
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user = update.message, update.effective_user

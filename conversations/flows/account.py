@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 
 from conversations.flow import ERASED, Ctx, Flow, Step
+from conversations.flows import holds
 from conversations.flows.onboarding import (
     ask_days,
     ask_time,
@@ -15,14 +16,9 @@ from conversations.flows.onboarding import (
 )
 from conversations.messages import Document
 from conversations.prompts import check_due
-from conversations.questions import Question, choices, yes_no
-from conversations.schedule import (
-    SUMMARY_TIME,
-    SUNDAY,
-    describe_days,
-    next_prompt_at,
-    next_summary_at,
-)
+from conversations.questions import Question, choices, pain_scale, yes_no
+from conversations.schedule import SUMMARY_TIME, SUNDAY, describe_days
+from storage.models import Hold, PainReport
 
 EXPORT_SCHEMA = "kneecoach-export/1"
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -35,17 +31,11 @@ async def reschedule(ctx: Ctx) -> None:
     user = ctx.user
     if program is None or not (user.timezone and user.reminder_time and user.reminder_days):
         return
-    active = user.status == "active"
-    program.next_prompt_at = (
-        next_prompt_at(ctx.now, user.timezone, user.reminder_time, user.reminder_days)
-        if active else None)
-    program.next_summary_at = (next_summary_at(ctx.now, user.timezone, user.summary_day)
-                               if active else None)
+    holds.schedule(program, user, ctx.now)
     if program.next_check_at is not None:  # 09:00 in the zone the patient is in now
         unchecked = await ctx.repo.unchecked_session(user.id, ctx.today + timedelta(days=1))
         program.next_check_at = (check_due(unchecked.day, user.timezone, program.next_prompt_at)
                                  if unchecked else None)
-    program.updated_at = ctx.now
 
 
 def schedule_line(ctx: Ctx) -> str:
@@ -99,27 +89,78 @@ async def answer_summary_day(ctx: Ctx, value: str) -> str | None:
     return None
 
 
+async def resume_held(ctx: Ctx) -> str | None:
+    """/resume while on hold (R9): a coach's patient asks the coach; a patient without one
+    confirms an assessment, from the next local day after the hold began."""
+    hold = await ctx.repo.open_hold(ctx.user.id)
+    if hold is None:  # referred with nothing to lift: only a screen again can enrol them
+        ctx.user.status = "onboarding"
+        ctx.say("Let us go through the safety questions again.")
+        return start_screen(ctx)
+    if ctx.user.coach_id is not None and await ctx.repo.user_by_id(ctx.user.coach_id):
+        await holds.request_clear(ctx, hold)
+        return None
+    if ctx.today <= hold.started_on:
+        ctx.say(f"The hold began today ({hold.started_on:%d %b}), so that a physiotherapist "
+                "or doctor can look at your knee first. You can confirm that assessment from "
+                "tomorrow at the earliest: send /resume then.")
+        return None
+    ctx.answers = {"hold": hold.id}
+    return "resume:assessed"
+
+
+async def _hold(ctx: Ctx) -> Hold | None:
+    hold = await ctx.repo.hold(int(ctx.answers.get("hold", 0)))
+    if hold is None or hold.user_id != ctx.user.id or hold.lifted_at is not None:
+        ctx.say("That hold is no longer open. /today shows where you are.")
+        return None
+    return hold
+
+
 def ask_assessed(ctx: Ctx) -> Question:
-    return yes_no("Has a physiotherapist or doctor assessed your knee and said you can carry "
-                  "on with these exercises?")
+    return yes_no("Since your program was put on hold, has a physiotherapist or doctor assessed "
+                  "your knee and said you can carry on with these exercises?",
+                  yes="Yes, I was assessed and may exercise", no="No, not yet")
 
 
 async def answer_assessed(ctx: Ctx, value: str) -> str | None:
     if value == "no":
-        ctx.say("Then please see a clinician first; your program stays paused until then. "
+        ctx.say("Then please see a clinician first; your program stays on hold until then. "
                 "Send /resume after your appointment.")
         return None
-    program = await ctx.repo.program(ctx.user.id)
-    ctx.repo.audit(f"{ctx.user.channel}:{ctx.user.channel_user_id}", "resume_after_referral",
-                   ctx.now)
-    if program is None:  # referred at the screen: screen again before any program
-        ctx.user.status = "onboarding"
+    if (hold := await _hold(ctx)) is None:
+        return None
+    hold.assessed_at = ctx.now  # the confirmation, with its time
+    ctx.repo.audit(holds.who(ctx.user), "confirm_assessed", ctx.now, hold=hold.id)
+    if hold.kind == "pain":
+        return "rest_pain"
+    return await _lift(ctx, hold, "the patient confirmed a clinician assessed the knee")
+
+
+def ask_rest_pain(ctx: Ctx) -> Question:
+    return pain_scale("How much does your knee hurt right now, at rest?")
+
+
+async def answer_rest_pain(ctx: Ctx, value: str) -> str | None:
+    pain = int(value)
+    ctx.repo.add(PainReport(user_id=ctx.user.id, at=ctx.now, pain=pain, context="rest"))
+    if (hold := await _hold(ctx)) is None:
+        return None
+    if pain > holds.REST_PAIN_LIMIT:
+        ctx.say(f"Pain of {pain}/10 at rest is still too much to restart; your program stays "
+                f"on hold. Rest pain should be {holds.REST_PAIN_LIMIT} or less. Please talk to "
+                "your physiotherapist or doctor, and send /resume again another day.")
+        return None
+    return await _lift(ctx, hold, "the patient confirmed a clinician assessed the knee and "
+                                  f"reported rest pain {pain}/10")
+
+
+async def _lift(ctx: Ctx, hold: Hold, why: str) -> str | None:
+    said = await holds.lift(ctx, ctx.user, hold, by=holds.who(ctx.user), why=why)
+    if ctx.user.status == "onboarding":  # referred at the screen: screen again first
         ctx.say("Thank you. Let us go through the safety questions again.")
         return start_screen(ctx)
-    ctx.user.status = "active"
-    program.paused_reason = None
-    await reschedule(ctx)
-    ctx.say(f"Welcome back. You continue at level {program.level}. {schedule_line(ctx)}")
+    ctx.say(f"Welcome back. {said} {schedule_line(ctx)}")
     return None
 
 
@@ -195,7 +236,8 @@ FLOWS: dict[str, Flow] = {
         "timezone": _setter("timezone"),
         "summary": Step(ask_summary_day, answer_summary_day),
     },
-    "resume": {"assessed": Step(ask_assessed, answer_assessed)},
+    "resume": {"assessed": Step(ask_assessed, answer_assessed),
+               "rest_pain": Step(ask_rest_pain, answer_rest_pain)},
     "stop": {"confirm": Step(ask_stop, answer_stop)},
     "delete": {"confirm": Step(ask_delete, answer_delete)},
 }

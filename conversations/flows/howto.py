@@ -12,6 +12,7 @@ import hashlib
 from conversations.demo import DemoCache, cache_key
 from conversations.flow import Ctx
 from conversations.messages import Button, ButtonToken, Media
+from conversations.numbers import whole
 from conversations.program.data import Dose, Exercise, Program
 
 STEP = "how"  # the button token's step; its ref is the level the dose is taken from
@@ -78,8 +79,8 @@ async def press(ctx: Ctx, token: ButtonToken) -> None:
 
 def _find(program: Program, typed: str) -> list[Exercise]:
     wanted = typed.strip().lower()
-    if wanted.isdigit() and 1 <= int(wanted) <= len(program.exercises):
-        return [program.exercises[int(wanted) - 1]]
+    if (number := whole(wanted, 1, len(program.exercises))) is not None:
+        return [program.exercises[number - 1]]
     exact = [e for e in program.exercises if wanted in (e.id, e.name.lower())]
     if exact:
         return exact

@@ -4,15 +4,19 @@ the reminder schedule, and enrolment at a starting level."""
 from __future__ import annotations
 
 from conversations.flow import ERASED, Answer, Ctx, Flow, Step
+from conversations.flows import holds
 from conversations.flows.staff import attach
 from conversations.program.rules import start_level
 from conversations.program.screening import (
+    BASELINE_PAIN_REFER,
     CONSENT_VERSION,
     DISCLAIMER,
     KUJALA,
     RED_FLAGS,
     SIGNS,
+    WarningAnswer,
     kujala_score,
+    warning_answer,
 )
 from conversations.questions import Choice, Question, choices, pain_scale, yes_no
 from conversations.schedule import (
@@ -28,12 +32,39 @@ from conversations.schedule import (
 from storage.models import Assessment, PainReport, ProgramState, ProgressionEvent
 
 REFERRAL = (
-    "Thank you for telling me. That answer is a warning sign that needs a physiotherapist or "
-    "doctor to look at your knee before you start exercises, so I will not give you an "
-    "exercise program now. If the knee is hot, red and swollen, your calf is painful or "
-    "swollen, or you cannot bear weight, please seek urgent care today. Once you have been "
+    "That answer is a warning sign that needs a physiotherapist or doctor to look at your knee "
+    "before you start exercises, so I will not give you an exercise program now. If the knee is "
+    "hot, red and swollen, your calf is painful or swollen, or you cannot bear weight, please "
+    "seek urgent care today. Once you have been assessed and told exercise is fine, send "
+    "/resume."
+)
+PAUSED_2B = (
+    "That answer is a warning sign, so I have paused your program until a physiotherapist or "
+    "doctor has looked at your knee. If the knee is hot, red and swollen, your calf is painful "
+    "or swollen, or you cannot bear weight, please seek urgent care today. Once you have been "
     "assessed and told exercise is fine, send /resume."
 )
+
+
+async def refer(ctx: Ctx, *, rule: str, answered: str, reason: str, record: dict[str, object]
+                ) -> None:
+    """A warning answer (the screen or CLINICAL.md 2b): record the referral with its reason,
+    hold the program, tell the patient which answer caused it and alert the coach."""
+    enrolled = await ctx.repo.program(ctx.user.id) is not None and ctx.flow != "onboarding"
+    ctx.repo.add(Assessment(user_id=ctx.user.id, kind="redflag",
+                            answers={**record, "rule": rule, "answered": answered},
+                            score=None, created_at=ctx.now))
+    await holds.place(ctx, kind="referral", rule=rule, reason=reason)
+    ctx.say(f"Thank you for telling me. You answered: {answered}. "
+            + (PAUSED_2B if enrolled else REFERRAL))
+
+
+async def refer_later_sign(ctx: Ctx, sign: WarningAnswer, kujala: list[int]) -> None:
+    """A Kujala answer of CLINICAL.md 2b, at baseline or in the 4-weekly score."""
+    answered = f'"{sign.answer}" to "{sign.question}"'
+    where = "at onboarding" if ctx.flow == "onboarding" else "in the 4-weekly knee score"
+    await refer(ctx, rule="2b", answered=answered + f" ({sign.why})",
+                reason=f"answered {answered} {where}", record={"kujala": kujala})
 
 
 def ask_consent(ctx: Ctx) -> Question:
@@ -57,7 +88,7 @@ async def answer_consent(ctx: Ctx, value: str) -> str | None:
     ctx.user.display_name = ctx.inbound.display_name
     if ctx.answers.get("invite") and not await attach(ctx, ctx.answers["invite"]):
         ctx.say("We carry on without a coach; /join CODE connects you later.")
-    ctx.say("Thank you. First, 8 quick safety questions.")
+    ctx.say(f"Thank you. First, {len(RED_FLAGS)} quick safety questions.")
     return start_screen(ctx)
 
 
@@ -71,19 +102,19 @@ def _numbered(prefix: str, count: int) -> list[str]:
 
 
 def _redflag_step(index: int) -> Step:
+    flag = RED_FLAGS[index]
+
     def ask(ctx: Ctx) -> Question:
-        return yes_no(f"Safety question {index + 1} of {len(RED_FLAGS)}: {RED_FLAGS[index]}")
+        return yes_no(f"Safety question {index + 1} of {len(RED_FLAGS)}: {flag.text}",
+                      yes=flag.yes, no=flag.no)
 
     async def answer(ctx: Ctx, value: str) -> str | None:
         ctx.answers["redflags"] = [*ctx.answers["redflags"][:index], value]
-        if value == "yes":
-            ctx.repo.add(Assessment(user_id=ctx.user.id, kind="redflag",
-                                    answers={"answers": ctx.answers["redflags"],
-                                             "flag": index + 1}, score=None, created_at=ctx.now))
-            ctx.user.status = "referred"
-            ctx.say(REFERRAL)
-            await ctx.alert_coach(f"red flag at screening: {RED_FLAGS[index]} Referred to a "
-                                  "clinician; no program started.")
+        if value == flag.warning:
+            await refer(ctx, rule="screen", answered=f'"{flag.label(value)}"',
+                        reason=f'answered "{flag.label(value)}" to safety question '
+                               f'{index + 1} at onboarding',
+                        record={"answers": ctx.answers["redflags"], "flag": index + 1})
             return None
         if index + 1 < len(RED_FLAGS):
             return f"redflag_{index + 2}"
@@ -109,7 +140,13 @@ def ask_worst_pain(ctx: Ctx) -> Question:
 
 
 async def answer_worst_pain(ctx: Ctx, value: str) -> str | None:
-    ctx.answers["worst_pain"] = int(value)
+    ctx.answers["worst_pain"] = pain = int(value)
+    if pain >= BASELINE_PAIN_REFER:  # 2b: R4 at the start, assessment first
+        await refer(ctx, rule="2b", answered=f"a worst pain of {pain}/10 last week (8 or more "
+                    "needs a clinician to look at the knee first)",
+                    reason=f"gave a worst pain of {pain}/10 for the last week at onboarding",
+                    record={"worst_pain": pain})
+        return None
     return "knee"
 
 
@@ -144,6 +181,14 @@ def _kujala_step(index: int, finish: Answer) -> Step:
 
     async def answer(ctx: Ctx, value: str) -> str | None:
         ctx.answers["kujala"] = [*ctx.answers["kujala"][:index], int(value)]
+        if ctx.flow == "onboarding":
+            pain = ctx.answers.get("worst_pain")
+        else:
+            last = await ctx.repo.last_pain(ctx.user.id)
+            pain = last.pain if last else None
+        if sign := warning_answer(index, int(value), pain):
+            await refer_later_sign(ctx, sign, ctx.answers["kujala"])
+            return None
         if index + 1 < len(KUJALA):
             return f"kujala_{index + 2}"
         return await finish(ctx, value)

@@ -128,11 +128,13 @@ async def finish(ctx: Ctx, value: str) -> str | None:
     if change >= KUJALA_MEANINGFUL:
         ctx.say(f"Your knee score is {score}/100, up {change} points since you started: a "
                 "real, meaningful improvement. Well done.")
-        await ctx.alert_coach(f"Kujala score up {change} points to {score}/100.")
+        await ctx.alert_coach(f"has a Kujala score up {change} points, to {score}/100.")
     elif change <= -KUJALA_MEANINGFUL:
         ctx.say(f"Your knee score is {score}/100, down {-change} points since you started. "
                 "That is a meaningful change: please talk to your physiotherapist or doctor.")
-        await ctx.alert_coach(f"Kujala score down {-change} points to {score}/100.")
+        await ctx.alert_coach(f"has a Kujala score down {-change} points, to {score}/100: a "
+                              "meaningful worsening they were advised to discuss with a "
+                              "clinician.")
     else:
         ctx.say(f"Your knee score is {score}/100 ({change:+d} since you started). Thank you.")
     return None

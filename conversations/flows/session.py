@@ -7,7 +7,8 @@ from datetime import timedelta
 from typing import Literal
 
 from conversations.flow import Ctx, Flow, Step
-from conversations.flows import howto
+from conversations.flows import holds, howto
+from conversations.flows.onboarding import refer
 from conversations.program.rules import (
     Decision,
     LevelChange,
@@ -18,6 +19,7 @@ from conversations.program.rules import (
     pain_zone,
     restart_level,
 )
+from conversations.program.screening import KUJALA, WarningAnswer, warning_answer
 from conversations.prompts import check_due, check_question
 from conversations.questions import Question, choices, pain_scale, yes_no
 from conversations.schedule import zone
@@ -138,6 +140,8 @@ async def answer_pain_during(ctx: Ctx, value: str) -> str | None:
         program.next_check_at = check_due(session.day, ctx.user.timezone or "UTC",
                                           program.next_prompt_at)
     await ctx.repo.flush()
+    if await refer_if_warning(ctx, pain):
+        return None
     decision = await _decide(ctx, "during")
     if decision.action == "none":
         ctx.say(f"Recorded: {_STATUS_WORDS[session.status]}, pain {pain}/10 "
@@ -206,8 +210,9 @@ async def review_if_due(ctx: Ctx) -> None:
                                   from_level=program.level, to_level=program.level,
                                   action="review", rule="R8", message=message))
     ctx.say(message)
-    await ctx.alert_coach("six-week review recommended: adherent but no meaningful "
-                          "improvement (rule R8).")
+    await ctx.alert_coach("has kept up the exercises for six weeks without a meaningful "
+                          "improvement; they were advised to book a clinician review (rule "
+                          "R8). The program continues.")
 
 
 def ask_pain_now(ctx: Ctx) -> Question:
@@ -219,6 +224,8 @@ async def answer_pain_now(ctx: Ctx, value: str) -> str | None:
     ctx.repo.add(PainReport(user_id=ctx.user.id, at=ctx.now, pain=pain, context="adhoc"))
     program = await ctx.repo.program(ctx.user.id)
     decision = pain_report_decision(pain, program.level if program else 1)
+    if decision.action == "none" and await refer_if_warning(ctx, pain):
+        return None
     if decision.action == "none":
         zone = pain_zone(pain)
         advice = {
@@ -229,6 +236,29 @@ async def answer_pain_now(ctx: Ctx, value: str) -> str | None:
         ctx.say(f"Recorded pain {pain}/10. {advice}")
     await apply_decision(ctx, decision)
     return None
+
+
+async def _sign_with_pain(ctx: Ctx, pain: int) -> WarningAnswer | None:
+    """A 2b sign that this pain completes with the latest knee score (a constant limp)."""
+    latest = await ctx.repo.latest_assessment(ctx.user.id, "kujala")
+    answers = latest.answers.get("answers", []) if latest else []
+    for item, option in enumerate(answers[:len(KUJALA)]):
+        sign = warning_answer(item, option, pain)
+        if sign is not None and sign.with_pain is not None:
+            return sign
+    return None
+
+
+async def refer_if_warning(ctx: Ctx, pain: int) -> bool:
+    """CLINICAL.md 2b on a pain report of an enrolled, active patient: refer as the screen."""
+    if ctx.user.status != "active" or (sign := await _sign_with_pain(ctx, pain)) is None:
+        return False
+    await refer(ctx, rule="2b",
+                answered=f'pain {pain}/10, with "{sign.answer}" to "{sign.question}" in your '
+                         f"knee score ({sign.why})",
+                reason=f'reported pain {pain}/10 with "{sign.answer}" to "{sign.question}" in '
+                       "their knee score", record={"pain": pain})
+    return True
 
 
 async def _facts(ctx: Ctx) -> list[SessionFact]:
@@ -267,13 +297,10 @@ async def apply_decision(ctx: Ctx, decision: Decision) -> None:
         program.level = decision.level
         program.updated_at = ctx.now
     if decision.refer:
-        ctx.user.status = "referred"
-        program.paused_reason = decision.rule
-        program.next_prompt_at = None
-        program.next_check_at = None
+        if ctx.user.status != "referred":  # already on hold: it stays as it is
+            await holds.place(ctx, kind=decision.hold, rule=decision.rule or "R4",
+                              reason=decision.for_coach)
         ctx.say(f"{decision.message} {CLINICIAN_URGENT if decision.urgent else CLINICIAN_REVIEW}")
-        await ctx.alert_coach(f"{decision.message} (rule {decision.rule}; program paused, "
-                              "clinician advised)")
         return
     ctx.say(decision.message)
 

@@ -15,11 +15,12 @@ from datetime import date, datetime, timedelta
 from typing import get_args
 
 from conversations.flow import Ctx, Flow, Step
-from conversations.messages import Channel, Document, Outbound
+from conversations.flows import holds
+from conversations.messages import ButtonToken, Channel, Document, Outbound
 from conversations.numbers import whole
 from conversations.questions import Question, choices
 from conversations.schedule import local_datetime, zone
-from storage.models import Broadcast, Invite, User
+from storage.models import Broadcast, Hold, Invite, User
 from storage.repository import Repository
 from storage.stats import Stats, compute, weekly_rows
 
@@ -213,6 +214,77 @@ def user_ref(ident: str, here: str) -> tuple[str, str] | None:
 async def find_user(ctx: Ctx, ident: str) -> User | None:
     ref = user_ref(ident, ctx.user.channel)
     return None if ref is None else await ctx.repo.user(*ref)
+
+
+# --- clearing holds (R9) -----------------------------------------------------------------------
+CLEAR_USAGE = ("Usage: /clear USER [level], where USER is your patient's channel id such as "
+               "telegram:123456, and level (optional) the level to restart at.")
+
+
+async def clear(ctx: Ctx) -> None:
+    """/clear USER [level]: the patient's coach (or an admin) lifts their hold."""
+    args = ctx.inbound.args
+    if not args or len(args) > 2:
+        ctx.say(CLEAR_USAGE)
+        return
+    level = None
+    if len(args) == 2:
+        top = ctx.program.top_level
+        level = whole(args[1], 1, top)
+        if level is None:
+            ctx.say(f"The level must be a whole number from 1 to {top}. {CLEAR_USAGE}")
+            return
+    target = await find_user(ctx, args[0])
+    if target is None or not (ctx.admin or target.coach_id == ctx.user.id):
+        _refuse_clear(ctx, args[0][:64])
+        ctx.say(f"{args[0][:64]} is not one of your patients, so you cannot clear their hold.")
+        return
+    hold = await ctx.repo.open_hold(target.id)
+    if hold is None:
+        ctx.say(f"{holds.named(target)} has no hold to clear.")
+        return
+    await _clear(ctx, target, hold, level)
+
+
+async def clear_button(ctx: Ctx, token: ButtonToken) -> None:
+    """A press on the buttons of a clear request (holds.request_clear)."""
+    hold = await ctx.repo.hold(token.ref)
+    patient = await ctx.repo.user_by_id(hold.user_id) if hold else None
+    if hold is None or patient is None or not is_coach(ctx) or not (
+            ctx.admin or patient.coach_id == ctx.user.id) or whole(token.value) is None:
+        _refuse_clear(ctx, f"hold {token.ref}")
+        ctx.say("That clear button is not yours to use, so I ignored it.")
+        return
+    if hold.lifted_at is not None:
+        ctx.say(f"That hold of {holds.named(patient)} was lifted already, by {hold.lifted_by} "
+                f"on {hold.lifted_at:%d %b %H:%M} UTC.")
+        return
+    level = int(token.value) or None
+    if level is not None and not 1 <= level <= ctx.program.top_level:
+        ctx.say("That clear button is not one I made, so I ignored it.")
+        return
+    await _clear(ctx, patient, hold, level if hold.level is not None else None)
+
+
+def _refuse_clear(ctx: Ctx, target: str) -> None:
+    log.warning("refused /clear for %s", who(ctx.user))
+    ctx.repo.audit(who(ctx.user), "refused", ctx.now, command="clear", target=target)
+
+
+async def _clear(ctx: Ctx, patient: User, hold: Hold, level: int | None) -> None:
+    chosen = level if level is not None and level != holds.restart_at(hold) else None
+    said = await holds.lift(ctx, patient, hold, by=who(ctx.user),
+                            why="cleared by " + ("their coach" if patient.coach_id == ctx.user.id
+                                                 else "an admin"), level=chosen)
+    after = ("/today shows today's session." if patient.status == "active" else
+             "Send /start to answer the safety questions again.")
+    await ctx.repo.enqueue(
+        user_id=patient.id, channel=patient.channel, chat_id=patient.chat_id, kind="reply",
+        payload=Outbound(channel=patient.channel, chat_id=patient.chat_id,  # type: ignore[arg-type]
+                         text=f"{said} {after}").model_dump(mode="json"), now=ctx.now)
+    outcome = (f"they restart at level {hold.restart_level}" if hold.restart_level else
+               "they answer the safety questions again before any program")
+    ctx.say(f"Cleared the hold of {holds.named(patient)}: {outcome}. I have told them.")
 
 
 # --- the patient list ------------------------------------------------------------------------

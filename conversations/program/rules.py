@@ -49,6 +49,9 @@ class Decision(_Frozen):
     message: str
     refer: bool = False  # pause the program, advise a clinician, alert the coach
     urgent: bool = False
+    # A referral holds the program for a clinician; a pain pause also needs the pain to settle.
+    hold: Literal["referral", "pain"] = "pain"
+    for_coach: str = ""  # what happened, for the coach, read after the patient's name
 
 
 NONE_MESSAGE = ""
@@ -79,19 +82,26 @@ def _none(level: int) -> Decision:
 def r4_stop(level: int, today: date, latest: SessionFact, changes: Sequence[LevelChange],
             stage: Stage, would_regress: bool) -> Decision | None:
     """R4: pain >= 8, a new red-flag symptom, or a second regression at level 1 in 14 days."""
-    reason = None
+    reason: str | None = None
+    hold: Literal["referral", "pain"] = "pain"
+    coach = ""
     if stage == "during" and latest.pain_during is not None and latest.pain_during >= 8:
         reason = f"Pain of {latest.pain_during}/10 is more than exercise should cause."
+        coach = f"reported pain {latest.pain_during}/10 during the session"
     elif stage == "morning" and latest.morning_symptom:
         reason = "New swelling, locking or giving way needs a clinician to look at the knee."
+        coach = "reported new swelling, locking or giving way at the next-morning check"
+        hold = "referral"
     elif would_regress and level == 1 and any(
             c.action == "regress" and c.from_level == 1 and today - c.day <= timedelta(days=14)
             for c in changes):
         reason = "The knee has flared twice in two weeks even at the easiest level."
+        coach = "flared twice within two weeks at level 1"
     if reason is None:
         return None
     return Decision(action="stop", rule="R4", level=level, refer=True, urgent=True,
-                    message=f"{reason} I have paused your program.")
+                    message=f"{reason} I have paused your program.", hold=hold,
+                    for_coach=coach)
 
 
 def r7_flare(level: int, sessions: Sequence[SessionFact], changes: Sequence[LevelChange]
@@ -109,7 +119,9 @@ def r7_flare(level: int, sessions: Sequence[SessionFact], changes: Sequence[Leve
         return None  # not three days running
     return Decision(action="stop", rule="R7", level=level, refer=True,
                     message="Your knee has stayed worse than usual for three mornings even on "
-                            "the lighter dose, so I have paused your program.")
+                            "the lighter dose, so I have paused your program.",
+                    for_coach="had next-morning pain above usual three days running on the "
+                              "lowered dose")
 
 
 def _week_means(sessions: Sequence[SessionFact], today: date) -> tuple[float, float] | None:
@@ -202,7 +214,8 @@ def pain_report_decision(pain: int, level: int) -> Decision:
     """An ad-hoc /pain report: R4 at 8 or more, otherwise nothing changes."""
     if pain_zone(pain) == "too much" and pain >= 8:
         return Decision(action="stop", rule="R4", level=level, refer=True, urgent=True,
-                        message=f"Pain of {pain}/10 needs a clinician to look at your knee.")
+                        message=f"Pain of {pain}/10 needs a clinician to look at your knee.",
+                        for_coach=f"reported pain {pain}/10 (a /pain report)")
     return _none(level)
 
 

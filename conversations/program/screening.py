@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, NamedTuple
+
 CONSENT_VERSION = "2026-11-1"
 
 DISCLAIMER = (
@@ -13,17 +15,43 @@ DISCLAIMER = (
     "You can see them with /mydata and erase them with /delete at any time."
 )
 
-# Section 2: any "yes" means no program and advice to see a clinician.
-RED_FLAGS: tuple[str, ...] = (
-    "Did the pain start with an injury (a fall, twist or blow) with swelling within hours?",
-    "Does the knee lock (get stuck and cannot straighten) or give way under you?",
-    "Can you not take four steps on the leg, or not bear weight at all?",
-    "Is the knee hot, red and swollen, or do you have a fever or feel unwell?",
-    "Is your calf painful, swollen or red?",
-    "Is the pain there at night or at rest whatever you do, or have you lost weight without "
-    "trying?",
-    "Is there numbness, pins and needles or weakness spreading down the leg?",
-    "Are you under 16, or has a doctor told you the cause is something other than the knee cap?",
+class ScreenQuestion(NamedTuple):
+    """One red-flag question (CLINICAL.md 2a): one idea, asked positively, and buttons that
+    restate the answer, so nobody has to work out which of yes and no is the warning."""
+
+    text: str
+    yes: str  # the button for "yes", in the patient's words
+    no: str
+    warning: Literal["yes", "no"] = "yes"  # the answer that is the warning sign
+
+    def label(self, value: str) -> str:
+        return self.yes if value == "yes" else self.no
+
+
+# Section 2: a warning answer to any of these means no program and advice to see a clinician.
+RED_FLAGS: tuple[ScreenQuestion, ...] = (
+    ScreenQuestion("Did the pain start with a fall, twist or blow to the knee, followed by "
+                   "swelling within hours?", "Yes, it started with an injury and swelling",
+                   "No"),
+    ScreenQuestion("Does the knee lock (get stuck, so it will stay bent) or give way under "
+                   "you?", "Yes, it locks or gives way", "No"),
+    ScreenQuestion("Can you take four steps on this leg, putting your weight on it?",
+                   "Yes, I can walk on it", "No, I can't take four steps", warning="no"),
+    ScreenQuestion("Is the knee hot, red and swollen?", "Yes, it is hot, red and swollen",
+                   "No"),
+    ScreenQuestion("Do you have a fever, or feel generally unwell?",
+                   "Yes, I have a fever or feel unwell", "No"),
+    ScreenQuestion("Is your calf painful, swollen or red?", "Yes, my calf is painful, swollen "
+                   "or red", "No"),
+    ScreenQuestion("Is the knee painful at night or at rest, whatever position you are in?",
+                   "Yes, it hurts at night or at rest", "No"),
+    ScreenQuestion("Have you lost weight recently without trying?",
+                   "Yes, I have lost weight without trying", "No"),
+    ScreenQuestion("Is there numbness, pins and needles or weakness spreading down the leg?",
+                   "Yes, there is numbness, tingling or weakness", "No"),
+    ScreenQuestion("Are you under 16?", "Yes, I am under 16", "No, I am 16 or older"),
+    ScreenQuestion("Has a doctor told you that the pain comes from something other than the "
+                   "knee cap?", "Yes, a doctor said it is something else", "No"),
 )
 
 # Section 3: the five signs of patella mal-tracking; counted for the coach, never excluding.
@@ -76,3 +104,53 @@ def kujala_score(answers: list[int]) -> int:
     if len(answers) != len(KUJALA):
         raise ValueError(f"expected {len(KUJALA)} answers, got {len(answers)}")
     return sum(KUJALA[i][1][choice][1] for i, choice in enumerate(answers))
+
+
+class WarningAnswer(NamedTuple):
+    """A Kujala answer that means the same as a "yes" on the screen (CLINICAL.md 2b)."""
+
+    question: str  # the Kujala item's text, as in KUJALA
+    answer: str  # the option's label, as in KUJALA
+    why: str  # for the patient and the coach: why it needs a clinician first
+    with_pain: int | None = None  # only together with pain at or above this
+
+
+# Section 2b, wherever the answer is given: baseline, the 4-weekly Kujala, a pain report.
+WARNING_ANSWERS: tuple[WarningAnswer, ...] = (
+    WarningAnswer("Can you put weight on the leg?", "Weight bearing impossible",
+                  "not being able to bear weight needs a clinician to rule out an injury"),
+    WarningAnswer("How far can you walk?", "Unable",
+                  "not being able to walk needs a clinician to rule out an injury"),
+    WarningAnswer("Painful, unusual movements of the knee cap?",
+                  "At least one documented dislocation",
+                  "a knee cap that has dislocated is a different problem from knee-cap pain"),
+    WarningAnswer("Painful, unusual movements of the knee cap?", "More than two dislocations",
+                  "a knee cap that has dislocated is a different problem from knee-cap pain"),
+    WarningAnswer("Swelling?", "Constant",
+                  "swelling that never goes away suggests a problem inside the joint"),
+    WarningAnswer("Pain?", "Constant and severe",
+                  "constant, severe pain needs a clinician to look at the knee first"),
+    WarningAnswer("Do you limp?", "Constant",
+                  "a constant limp with this much pain needs a clinician to look at the knee",
+                  with_pain=6),
+)
+BASELINE_PAIN_REFER = 8  # worst weekly pain at baseline: R4 at the start
+
+
+def _indexes(sign: WarningAnswer) -> tuple[int, int]:
+    item = next(i for i, (text, _) in enumerate(KUJALA) if text == sign.question)
+    option = next(i for i, (label, _) in enumerate(KUJALA[item][1]) if label == sign.answer)
+    return item, option
+
+
+# (item, option) -> sign; built at import, so a typo in the data fails at start-up.
+WARNING_BY_ANSWER: dict[tuple[int, int], WarningAnswer] = {
+    _indexes(sign): sign for sign in WARNING_ANSWERS}
+
+
+def warning_answer(item: int, option: int, pain: int | None) -> WarningAnswer | None:
+    """The 2b sign a Kujala answer is, given the patient's pain (None: not known)."""
+    sign = WARNING_BY_ANSWER.get((item, option))
+    if sign is None or (sign.with_pain is not None and (pain is None or pain < sign.with_pain)):
+        return None
+    return sign

@@ -1,0 +1,138 @@
+"""Holds (CLINICAL.md 5a, rule R9): a referral or a pain pause stops the program until it is
+lifted. With a coach only the coach (or an admin) lifts it; without one the patient does,
+from the next local day, after confirming a clinician assessed the knee. Every hold and every
+lift is stored, and the coach is told."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from conversations.flow import Ctx
+from conversations.messages import Button, ButtonToken, Outbound
+from conversations.schedule import local_date, next_prompt_at, next_summary_at
+from storage.models import Hold, ProgramState, ProgressionEvent, User
+
+Kind = Literal["referral", "pain"]
+REST_PAIN_LIMIT = 5  # a pain pause also needs a rest pain of 5 or less (R9)
+CLEAR_STEP = "clear"  # the step of the buttons on a coach's clear request
+
+
+def who(user: User) -> str:
+    return f"{user.channel}:{user.channel_user_id}"
+
+
+def named(user: User) -> str:
+    """How a coach reads a patient: "Pam (telegram:3101)"."""
+    return f"{user.display_name} ({who(user)})" if user.display_name else who(user)
+
+
+def schedule(program: ProgramState, user: User, now: datetime) -> None:
+    """Next prompt and weekly summary from the patient's settings; none unless active."""
+    if not (user.timezone and user.reminder_time and user.reminder_days):
+        return
+    active = user.status == "active"
+    program.next_prompt_at = (next_prompt_at(now, user.timezone, user.reminder_time,
+                                             user.reminder_days) if active else None)
+    program.next_summary_at = (next_summary_at(now, user.timezone, user.summary_day)
+                               if active else None)
+    program.updated_at = now
+
+
+def restart_at(hold: Hold) -> int | None:
+    """R9: one level lower than before the hold, never below 1; None: there is no program."""
+    return None if hold.level is None else max(1, hold.level - 1)
+
+
+async def place(ctx: Ctx, *, kind: Kind, rule: str, reason: str) -> Hold:
+    """Put the patient (ctx.user) on hold. `reason` is for the coach: what they reported,
+    written so it reads after the patient's name ("reported pain 8/10 ...")."""
+    user = ctx.user
+    program = await ctx.repo.program(user.id)
+    user.status = "referred"
+    if program is not None:
+        program.paused_reason = rule
+        program.next_prompt_at = program.next_check_at = program.next_summary_at = None
+        program.updated_at = ctx.now
+    hold = Hold(user_id=user.id, kind=kind, rule=rule, reason=reason,
+                level=program.level if program else None, started_at=ctx.now,
+                started_on=ctx.today)
+    ctx.repo.add(hold)
+    await ctx.repo.flush()
+    what = ("their program is paused" if program is not None else
+            "no program was started and they were advised to see a clinician; they stay on "
+            "hold")
+    await ctx.repo.message_coach(user, {"text": (
+        f"{named(user)} {reason}; {what} until you clear it (/clear {who(user)}).")}, ctx.now)
+    return hold
+
+
+async def lift(ctx: Ctx, patient: User, hold: Hold, *, by: str, why: str,
+               level: int | None = None) -> str:
+    """Lift the hold; the sentence for the patient. `level` is the coach's choice."""
+    program = await ctx.repo.program(patient.id)
+    restart = level if level is not None else restart_at(hold)
+    hold.lifted_at, hold.lifted_by, hold.lift_reason = ctx.now, by, why
+    ctx.repo.audit(by, "lift_hold", ctx.now, patient=who(patient), hold=hold.id)
+    if program is None or restart is None:  # referred at the screen: screen again first
+        patient.status = "onboarding"
+        text = "the safety questions are asked again before any program"
+        said = "Your hold is lifted. Next, the safety questions again."
+    else:
+        hold.restart_level = restart
+        patient.status = "active"
+        day = local_date(ctx.now, patient.timezone or "UTC")
+        said = (f"Your hold is lifted. You restart at level {restart}"
+                + (", as your coach set." if level is not None else
+                   ", one level lower than before, to let the knee get used to the exercises "
+                   "again."))
+        ctx.repo.add(ProgressionEvent(user_id=patient.id, at=ctx.now, day=day,
+                                      from_level=program.level, to_level=restart,
+                                      action="restart", rule="R9", message=said))
+        program.level, program.paused_reason = restart, None
+        schedule(program, patient, ctx.now)
+        text = f"they restart at level {restart}"
+    coach = await _coach(ctx, patient)
+    if coach is not None and by != who(coach):  # a coach who lifted it knows already
+        await ctx.repo.message_coach(patient, {"text": (
+            f"{named(patient)}'s hold ({hold.reason}) was lifted by "
+            f"{'the patient' if by == who(patient) else by}: {why}; {text}.")}, ctx.now)
+    return said
+
+
+async def _coach(ctx: Ctx, patient: User) -> User | None:
+    return await ctx.repo.user_by_id(patient.coach_id) if patient.coach_id else None
+
+
+async def request_clear(ctx: Ctx, hold: Hold) -> None:
+    """The patient (with a coach) sent /resume: send the coach the reason and the latest
+    answers, with buttons that clear the hold; once a day at most."""
+    user = ctx.user
+    pain = await ctx.repo.last_pain(user.id)
+    kujala = await ctx.repo.latest_assessment(user.id, "kujala")
+    latest = [f"last pain {pain.pain}/10 ({pain.context}, "
+              f"{local_date(pain.at, user.timezone or 'UTC'):%d %b})" if pain else
+              "no pain reported",
+              f"Kujala {kujala.score}/100" if kujala and kujala.score is not None else
+              "no Kujala score"]
+    default = restart_at(hold)
+    options = [default] if default is not None else [None]
+    if default is not None and default > 1:
+        options.append(1)
+    buttons = tuple(
+        (Button(label=(f"Clear, restart at level {lvl}" if lvl else "Clear: screen again"),
+                token=ButtonToken(step=CLEAR_STEP, ref=hold.id,
+                                  value=str(lvl or 0)).encode()),)
+        for lvl in options)
+    message = Outbound(channel=user.channel, chat_id=user.chat_id,  # type: ignore[arg-type]
+                       text=(f"{named(user)} asks to resume. On hold since "
+                             f"{hold.started_on:%d %b} because they {hold.reason} (rule "
+                             f"{hold.rule}). Latest: {', '.join(latest)}. Clear it below or "
+                             f"with /clear {who(user)} [level]."), buttons=buttons)
+    sent = await ctx.repo.message_coach(
+        user, message.model_dump(mode="json", exclude={"channel", "chat_id"}), ctx.now,
+        dedupe_key=f"clear:{hold.id}:{ctx.today.isoformat()}")
+    hold.requested_at = hold.requested_at or ctx.now
+    ctx.say("Your program is on hold until your coach clears it. "
+            + ("I have sent them your request with your latest answers."
+               if sent else "I sent them your request today already."))
