@@ -139,10 +139,10 @@ class Repository:
         await stats.untally(self.db, user_id)
         await self.db.execute(delete(Outbox).where(Outbox.about_id == user_id))
         await self.db.execute(delete(AuditLog).where(AuditLog.actor == ident))
-        # Only role changes name a target; JSON is not queried alike on both databases.
-        for entry in (await self.db.scalars(select(AuditLog).where(
-                AuditLog.action.in_(("grant_coach", "revoke_coach"))))).all():
-            if entry.detail.get("target") == ident:
+        # Others' entries may name them in their detail (a role change, a lifted hold): JSON
+        # is not queried alike on both databases, and erasures are rare, so read them all.
+        for entry in (await self.db.scalars(select(AuditLog))).all():
+            if ident in (entry.detail or {}).values():
                 await self.db.delete(entry)
         await self.db.execute(update(User).where(User.coach_id == user_id).values(coach_id=None))
         for model, column in PERSONAL_TABLES:

@@ -322,7 +322,11 @@ async def test_the_bad_input_corpus_in_every_state(
     await _walk(corpus, patient, "/today", "Now")
     while patient.buttons and (await _state(sessions, "u1"))[0] == "kujala":
         await _walk(corpus, patient, patient.buttons[0].label)
-    await _walk(corpus, patient, "/pain", "9", "/resume", "Yes")  # referred, then all clear
+    await _walk(corpus, patient, "/pain", "9")  # a spike: a hold, lifted by an assessment
+    clock.advance(timedelta(days=1))  # confirmed from the next local day on
+    await _walk(corpus, patient, "/resume")
+    while patient.buttons and (await _state(sessions, "u1"))[0] == "resume":
+        await _walk(corpus, patient, patient.buttons[0].label)
     # A coach, for the broadcast flow: their patient is u1.
     coach = Patient(engine, "coach")
     await coach.send("/start")

@@ -45,10 +45,12 @@ async def test_delete_leaves_no_trace_in_any_table(
     await zed.send(f"/join {code}")
     await zed.send("/pain")
     await zed.send("9")  # a spike: referred, and the coach alerted about "Name of zed2301"
-    await zed.send("/resume")
-    await zed.press("Yes")  # audit: resume_after_referral
+    await zed.send("/resume")  # a clear request about zed, to the coach
+    await coach.send("/clear console:zed2301")  # audit: lift_hold, naming zed
+    assert "lifted" in coach.text.lower() or "cleared" in coach.text.lower(), coach.text
     await zed.send("/mydata")  # audit: export
     await zed.send("/invite")  # audit: refused
+    await zed.send("/clear console:coach")  # audit: refused, naming the coach
     await admin.send("/grant coach console:zed2301")  # audit: grant_coach, target zed
     await admin.send("/revoke coach console:zed2301")
     before = await every_row(sessions)
