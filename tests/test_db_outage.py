@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientSession
 from db_proxy import DbProxy
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -20,10 +21,12 @@ from test_cli import kneecoach
 
 from bot.channels.telegram import TelegramChannel
 from bot.scheduler import run_worker
+from bot.web import WebServer
 from conftest import Patient, enrolled, telegram_settings
 from conversations.clock import ManualClock
 from conversations.engine import Engine
 from conversations.program.data import Program
+from fake_api import free_port
 from storage.db import create_engine, sessionmaker
 from storage.models import Outbox
 from telegram_server import BotApiServer, Person
@@ -84,6 +87,19 @@ def watch() -> Iterator[Watch]:
     root.addHandler(handler)
     yield handler
     root.removeHandler(handler)
+
+
+async def healthz(sessions: async_sessionmaker[DbSession]) -> tuple[int, list[str]]:
+    """The status of /healthz on a web server over these sessions, and its failing parts."""
+    port = free_port()
+    server = WebServer("127.0.0.1", port, sessions=sessions)
+    await server.start()
+    try:
+        async with ClientSession() as client, client.get(
+                f"http://127.0.0.1:{port}/healthz") as answer:
+            return answer.status, (await answer.json())["failing"]
+    finally:
+        await server.stop()
 
 
 async def test_an_update_in_a_cut_is_answered_when_the_database_is_back(
@@ -148,7 +164,9 @@ async def test_the_worker_backs_off_through_a_cut_and_sends_when_back(
                 and watch.lines("outbox sender")[0] == 1)
     await asyncio.sleep(1)  # several ticks and claims fail meanwhile
     assert not worker.done()
+    assert (await healthz(proxied)) == (503, ["database"])
     await proxy.restore()
+    assert (await healthz(proxied)) == (200, [])
     await telegram_api.wait_for(lambda: any("Time for today's knee exercises" in m.text
                                             for m in telegram_api.to(1001)), 120)
     stop.set()
@@ -167,8 +185,6 @@ async def test_the_worker_backs_off_through_a_cut_and_sends_when_back(
                                  "sqlite+aiosqlite:///{tmp}/no/such/dir/k.db"])
 def test_an_unreachable_database_is_one_line_and_exit_1(tmp_path: Path, command: list[str],
                                                         url: str) -> None:
-    from fake_api import free_port
-
     full = url.format(port=free_port(), tmp=tmp_path)
     result = kneecoach(*command, env={"KNEECOACH_DATABASE_URL": full}, stdin="/start\n",
                        cwd=tmp_path)
