@@ -343,16 +343,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, ProgramError) as exc:
         print(f"kneecoach: {exc}", file=sys.stderr)
         return 2
-    console = args.command == "run" and not args.worker and _channels(
-        settings, args.channel) == ["console"]
-    logs.setup(settings.log_level, settings.log_format, settings.secrets,
-               file=(args.log_file or _beside_database(settings.database_url)) if console
-               else None)
     folder = missing_directory(settings.database_url)
     if folder is not None:
         print(f"kneecoach: cannot reach the database {settings.database_url}: there is no "
               f"directory {folder}", file=sys.stderr)
         return 1
+    console = args.command == "run" and not args.worker and _channels(
+        settings, args.channel) == ["console"]
+    logs.setup(settings.log_level, settings.log_format, settings.secrets,
+               file=(args.log_file or _beside_database(settings.database_url)) if console
+               else None)
     try:
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
