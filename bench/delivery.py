@@ -36,7 +36,7 @@ from bot.delivery import OutboxSender  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from conversations.clock import SystemClock  # noqa: E402
 from conversations.messages import Outbound  # noqa: E402
-from storage import dispatch  # noqa: E402
+from storage import outbox  # noqa: E402
 from storage.db import create_engine, migrate, sessionmaker  # noqa: E402
 from storage.models import Outbox  # noqa: E402
 
@@ -115,7 +115,7 @@ async def run(rate: float, count: int, overall_limit: int) -> None:
         # Nine in ten messages to chats of their own, the rest to 50 chats that get several.
         chats = [str(1000 + n) if n % 10 else str(100 + n // 10 % 50) for n in range(count)]
         async with sessions() as db, db.begin():
-            await dispatch.enqueue_many(db, [
+            await outbox.enqueue_many(db, [
                 {"user_id": None, "channel": "telegram", "chat_id": chat, "kind": "broadcast",
                  "payload": json.dumps(Outbound(channel="telegram", chat_id=chat,
                                                 text=f"message {n}").model_dump(mode="json")),

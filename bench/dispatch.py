@@ -31,8 +31,8 @@ from sqlalchemy import func, insert, select, text  # noqa: E402
 
 from bot.scheduler import PARALLEL, Scheduler  # noqa: E402
 from conversations.clock import ManualClock  # noqa: E402
+from conversations.localtime import next_prompt_at, zone  # noqa: E402
 from conversations.program.data import load_program  # noqa: E402
-from conversations.schedule import next_prompt_at, zone  # noqa: E402
 from storage.db import create_engine, is_sqlite, migrate, sessionmaker  # noqa: E402
 from storage.models import Outbox, ProgramState, User  # noqa: E402
 

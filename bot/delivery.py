@@ -23,7 +23,7 @@ from bot import metrics
 from conversations.clock import Clock
 from conversations.engine import Engine
 from conversations.messages import Inbound, Outbound
-from storage import dispatch
+from storage import outbox
 from storage.db import Outage, backoff, database_lost, reason
 from storage.repository import Repository
 
@@ -142,7 +142,7 @@ async def send_replies(deliverer: Deliverer, engine: Engine, inbound: Inbound,
     if not replies:
         return
     async with engine.sessions() as db:
-        waiting = await dispatch.chat_waiting(db, inbound.channel, inbound.chat_id,
+        waiting = await outbox.chat_waiting(db, inbound.channel, inbound.chat_id,
                                               engine.clock.now())
     if waiting:
         log.info("replies to update %s queued behind the chat's outbox", inbound.update_id)
@@ -267,7 +267,7 @@ class OutboxSender:
         self.timeout = timeout
         self.window = max(8, math.ceil(rate * ahead))
         self.stats: Counter[str] = Counter()  # sent, retried, rate_limited, failed, blocked
-        self._queues: dict[tuple[str, str], deque[dispatch.Claimed]] = {}
+        self._queues: dict[tuple[str, str], deque[outbox.Claimed]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._held = 0  # claimed and not finished
         self._progress = asyncio.Event()
@@ -317,7 +317,7 @@ class OutboxSender:
             if leftover:
                 try:
                     async with self.sessions() as db, db.begin():
-                        await dispatch.release(db, leftover)
+                        await outbox.release(db, leftover)
                 except Exception as exc:
                     if not database_lost(exc):
                         raise
@@ -339,7 +339,7 @@ class OutboxSender:
         if room <= 0 or not self.deliverers:
             return 0
         async with self.sessions() as db, db.begin():
-            rows = await dispatch.claim_outbox(db, self.clock.now(), self.lease, room,
+            rows = await outbox.claim_outbox(db, self.clock.now(), self.lease, room,
                                                list(self.deliverers))
         for row in rows:
             key = (row.channel, row.chat_id)
@@ -356,7 +356,7 @@ class OutboxSender:
 
     async def _chat(self, key: tuple[str, str]) -> None:
         """Send one chat's rows in order, one at a time. When one is left to retry later,
-        the rows behind it are given back: they wait for it (see dispatch.claim_outbox)."""
+        the rows behind it are given back: they wait for it (see outbox.claim_outbox)."""
         queue = self._queues[key]
         pacer = self.pacers[key[0]]
         try:
@@ -385,11 +385,11 @@ class OutboxSender:
                 del self._queues[key]
 
     @staticmethod
-    async def _release(db: DbSession, row: dispatch.Claimed, rows: list[dispatch.Claimed]
+    async def _release(db: DbSession, row: outbox.Claimed, rows: list[outbox.Claimed]
                        ) -> None:
-        await dispatch.release(db, rows)
+        await outbox.release(db, rows)
 
-    async def _attempt(self, row: dispatch.Claimed) -> str:
+    async def _attempt(self, row: outbox.Claimed) -> str:
         """Deliver one row from its first unsent part and record the outcome: "done" (sent
         or given up on), "blocked" (the chat blocked us) or "held" (to be tried again)."""
         if self.clock.now() >= row.lease_until - LEASE_MARGIN:
@@ -398,12 +398,12 @@ class OutboxSender:
         try:
             outbound = Outbound.model_validate(row.payload)
         except ValidationError as exc:
-            await self._record(dispatch.mark_failed, row, f"bad payload: {exc}")
+            await self._record(outbox.mark_failed, row, f"bad payload: {exc}")
             self._count("failed", row)
             return "done"
         try:
             async def progress(sent: int) -> None:  # recorded at once: a crash resumes there
-                await self._record(dispatch.record_parts, row, sent)
+                await self._record(outbox.record_parts, row, sent)
 
             async with asyncio.timeout(self.timeout):
                 await self.deliverers[row.channel].deliver(outbound, row.parts_sent, progress)
@@ -418,7 +418,7 @@ class OutboxSender:
             return "blocked"
         except Undeliverable as exc:
             log.warning("outbox %s undeliverable: %s", row.id, exc)
-            await self._record(dispatch.mark_failed, row, str(exc) or "undeliverable",
+            await self._record(outbox.mark_failed, row, str(exc) or "undeliverable",
                                exc.sent)
             self._count("failed", row)
         except Exception as exc:  # Unexpected, or an adapter bug: retry with backoff
@@ -426,11 +426,11 @@ class OutboxSender:
             return await self._retry(row, repr(exc), None,
                                      exc.sent if isinstance(exc, DeliveryError) else None)
         else:
-            await self._record(dispatch.mark_sent, row, self.clock.now())
+            await self._record(outbox.mark_sent, row, self.clock.now())
             self._count("sent", row)
         return "done"
 
-    async def _retry(self, row: dispatch.Claimed, reason: str, retry_after: float | None,
+    async def _retry(self, row: outbox.Claimed, reason: str, retry_after: float | None,
                      sent: int | None = None) -> str:
         """Back off, or give up after the attempt cap; `sent`: the parts that went out."""
         if retry_after is not None:  # the platform's own limit: wait as told, never give up
@@ -440,17 +440,17 @@ class OutboxSender:
         elif row.attempts + 1 >= self.max_attempts:
             log.warning("outbox %s failed after %s attempts: %s", row.id, row.attempts + 1,
                         reason)
-            await self._record(dispatch.mark_failed, row, reason, sent)
+            await self._record(outbox.mark_failed, row, reason, sent)
             self._count("failed", row)
             return "done"
         else:  # exponential backoff with jitter, so a recovering platform is not stampeded
             delay = min(self.max_backoff, self.backoff * 2 ** row.attempts)
             delay *= random.uniform(0.5, 1.0)
-        await self._record(dispatch.retry_later, row, self.clock.now() + delay, reason, sent)
+        await self._record(outbox.retry_later, row, self.clock.now() + delay, reason, sent)
         self._count("retried", row)
         return "held"
 
-    def _count(self, outcome: str, row: dispatch.Claimed) -> None:
+    def _count(self, outcome: str, row: outbox.Claimed) -> None:
         self.stats[outcome] += 1
         if outcome == "rate_limited":
             metrics.RATE_LIMITED.labels(row.channel).inc()
@@ -458,11 +458,11 @@ class OutboxSender:
             metrics.MESSAGES.labels(row.channel, outcome).inc()
 
     @staticmethod
-    async def _mark_blocked(db: DbSession, row: dispatch.Claimed, error: str) -> None:
-        await dispatch.mark_blocked(db, row.channel, row.chat_id, error)
+    async def _mark_blocked(db: DbSession, row: outbox.Claimed, error: str) -> None:
+        await outbox.mark_blocked(db, row.channel, row.chat_id, error)
         await Repository(db).set_unreachable(row.channel, row.chat_id)
 
-    async def _record(self, write: Callable[..., Awaitable[None]], row: dispatch.Claimed,
+    async def _record(self, write: Callable[..., Awaitable[None]], row: outbox.Claimed,
                       *args: Any) -> None:
         for attempt in range(1, MARK_TRIES + 1):
             try:

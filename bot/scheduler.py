@@ -1,7 +1,7 @@
 """The scheduler tick and the worker that runs it next to the outbox sender.
 
 No job per patient lives in memory: each enrolment stores its next prompt time (UTC) and the
-tick claims the due ones in batches (see storage/dispatch.py). In one transaction per batch it
+tick claims the due ones in batches (see storage/due.py). In one transaction per batch it
 records that local day's session, queues the prompt in the outbox and moves next_prompt_at on,
 so a crash leaves either all of it or none, and several workers never claim the same row.
 Prompts more than the grace window late are not sent: their days are recorded as missed, so a
@@ -29,12 +29,12 @@ from bot.settings import Settings
 from conversations.clock import Clock
 from conversations.flows.progress import weekly_summary
 from conversations.flows.session import HISTORY_DAYS
+from conversations.localtime import local_date, next_prompt_at, next_summary_at
 from conversations.messages import Channel, Outbound
 from conversations.program.data import Program
 from conversations.program.rules import SessionFact, restart_level
 from conversations.prompts import check_message, prompt_message
-from conversations.schedule import local_date, next_prompt_at, next_summary_at
-from storage import dispatch, retention, stats
+from storage import due, outbox, retention, stats
 from storage.db import Outage, database_lost, is_sqlite
 from storage.models import ProgressionEvent
 from storage.repository import Repository
@@ -173,16 +173,16 @@ class Scheduler:
     # --- next-morning checks -------------------------------------------------------------
     async def _checks(self, now: datetime, report: TickReport) -> bool:
         async with self.sessions() as db, db.begin():
-            due = await dispatch.claim_due_checks(db, now, self.batch)
+            claimed = await due.claim_due_checks(db, now, self.batch)
             # A check for someone paused, unreachable, or too late after an outage is dropped:
             # /today still asks the morning question of any open session.
-            wanted = {d.user_id: local_date(now, d.timezone or "UTC") for d in due
+            wanted = {d.user_id: local_date(now, d.timezone or "UTC") for d in claimed
                       if d.status == "active" and not d.unreachable
                       and now - d.next_check_at <= self.grace}
             # The check is for the session of the day before; older ones are left to /today.
-            open_sessions = await dispatch.unchecked_sessions(db, wanted, CHECK_LOOKBACK)
+            open_sessions = await due.unchecked_sessions(db, wanted, CHECK_LOOKBACK)
             rows = []
-            for check in due:
+            for check in claimed:
                 session_id = open_sessions.get(check.user_id)
                 if session_id is None:
                     continue
@@ -190,21 +190,21 @@ class Scheduler:
                                         now, check.timezone or "UTC")
                 rows.append(_outbox_row(check.user_id, check.channel, check.chat_id, "check",
                                         _json(message), f"check:{session_id}"))
-            await dispatch.enqueue_many(db, rows, now)
-            await dispatch.clear_checks(db, [d.user_id for d in due], now)
+            await outbox.enqueue_many(db, rows, now)
+            await due.clear_checks(db, [d.user_id for d in claimed], now)
         report.checks += len(rows)
-        return len(due) == self.batch
+        return len(claimed) == self.batch
 
     # --- daily prompts -------------------------------------------------------------------
-    def _days(self, due: dispatch.DuePrompt, now: datetime) -> _Days:
-        tz, hhmm, days = due.timezone, due.reminder_time, due.reminder_days
+    def _days(self, prompt: due.DuePrompt, now: datetime) -> _Days:
+        tz, hhmm, days = prompt.timezone, prompt.reminder_time, prompt.reminder_days
         if not (tz and hhmm and days):
             return _Days()  # nothing to schedule by: next_prompt_at is cleared
-        key = (due.next_prompt_at, tz, hhmm, days)
+        key = (prompt.next_prompt_at, tz, hhmm, days)
         found = self._days_cache.get(key)  # a tick's patients share a few schedules
         if found is not None:
             return found
-        at, scheduled = due.next_prompt_at, []
+        at, scheduled = prompt.next_prompt_at, []
         while at <= now:  # every scheduled time passed since the last tick (or outage)
             scheduled.append((local_date(at, tz), at))
             at = next_prompt_at(at, tz, hhmm, days)
@@ -217,28 +217,28 @@ class Scheduler:
 
     async def _prompts(self, now: datetime, report: TickReport) -> bool:
         async with self.sessions() as db, db.begin():
-            due = await dispatch.claim_due_prompts(db, now, self.batch)
-            plans = [(d, self._days(d, now)) for d in due]
+            claimed = await due.claim_due_prompts(db, now, self.batch)
+            plans = [(d, self._days(d, now)) for d in claimed]
             # Unanswered prompts of earlier days are missed now that a later day has come.
-            missing = await dispatch.miss_open_sessions(
+            missing = await due.miss_open_sessions(
                 db, _by_day((d.user_id, p.last) for d, p in plans))
             missed = [(d.user_id, day) for d, p in plans for day in p.missed]
-            await dispatch.add_sessions(db, _by_day(missed), "missed", now)
+            await due.add_sessions(db, _by_day(missed), "missed", now)
             report.missed += len(missed)
             report.alerts += await self._missed_alerts(
                 db, missing | {user_id for user_id, _ in missed}, now)
 
             sending = {(d.user_id, p.send): d for d, p in plans if p.send is not None}
             # The patient may have opened the day's session already (/today): keep it.
-            existing = await dispatch.sessions_on(db, sending.keys())
+            existing = await due.sessions_on(db, sending.keys())
             fresh = [(key[1], d) for key, d in sending.items() if key not in existing]
             restarts = await self._restarts(db, fresh, now)
             report.restarts += len(restarts)
             moves: dict[datetime | None, list[int]] = defaultdict(list)
             for d, p in plans:
                 moves[p.next_at].append(d.user_id)
-            await dispatch.advance(db, moves, restarts, now)  # first: sessions take the level
-            added = await dispatch.add_sessions(
+            await due.advance(db, moves, restarts, now)  # first: sessions take the level
+            added = await due.add_sessions(
                 db, _by_day((d.user_id, day) for day, d in fresh), "prompted", now)
 
             rows = []
@@ -261,14 +261,14 @@ class Scheduler:
                                                              level)
                 rows.append(_outbox_row(user_id, d.channel, d.chat_id, "prompt", payload,
                                         f"prompt:{user_id}:{day.isoformat()}"))
-            await dispatch.enqueue_many(db, rows, now)
+            await outbox.enqueue_many(db, rows, now)
             report.prompts += len(rows)
-        return len(due) == self.batch
+        return len(claimed) == self.batch
 
     @staticmethod
     async def _missed_alerts(db: DbSession, user_ids: set[int], now: datetime) -> int:
         """Tell the coach of each patient whose missed prompts just reached a run of three."""
-        runs = await dispatch.missed_in_a_row(db, user_ids, MISSED_ALERT)
+        runs = await due.missed_in_a_row(db, user_ids, MISSED_ALERT)
         repo = Repository(db)
         for user_id, day in runs.items():
             patient = await repo.user_by_id(user_id)
@@ -281,11 +281,11 @@ class Scheduler:
     # --- weekly summaries and broadcast reports ---------------------------------------------
     async def _summaries(self, now: datetime, report: TickReport) -> bool:
         async with self.sessions() as db, db.begin():
-            due = await dispatch.claim_due_summaries(db, now, SUMMARY_BATCH)
+            claimed = await due.claim_due_summaries(db, now, SUMMARY_BATCH)
             repo = Repository(db)
             moves: dict[datetime, list[int]] = defaultdict(list)
             rows = []
-            for d in due:
+            for d in claimed:
                 tz = d.timezone or "UTC"
                 moves[next_summary_at(now, tz, d.summary_day)].append(d.user_id)
                 if now - d.next_summary_at > self.grace:
@@ -302,10 +302,10 @@ class Scheduler:
                                    text=f"{text} /progress shows the chart.")
                 rows.append(_outbox_row(user.id, user.channel, user.chat_id, "summary",
                                         _json(message), f"summary:{user.id}:{year}-W{week:02d}"))
-            await dispatch.advance_summaries(db, moves, now)
-            await dispatch.enqueue_many(db, rows, now)
+            await due.advance_summaries(db, moves, now)
+            await outbox.enqueue_many(db, rows, now)
         report.summaries += len(rows)
-        return len(due) == SUMMARY_BATCH
+        return len(claimed) == SUMMARY_BATCH
 
     async def _tallies(self, now: datetime, report: TickReport) -> bool:
         """Count the sessions reported and prompts sent since the last tick into the
@@ -323,7 +323,7 @@ class Scheduler:
     async def _broadcast_reports(self, now: datetime, report: TickReport) -> None:
         async with self.sessions() as db, db.begin():
             rows = []
-            for done in await dispatch.finish_broadcasts(db, now):
+            for done in await outbox.finish_broadcasts(db, now):
                 sent, blocked, failed = (done.outcomes.get(k, 0)
                                          for k in ("sent", "blocked", "failed"))
                 text = (f"Your broadcast of {done.send_at:%Y-%m-%d %H:%M} UTC reached {sent} "
@@ -333,22 +333,22 @@ class Scheduler:
                                    text=text)
                 rows.append(_outbox_row(done.coach_id, done.channel, done.chat_id, "report",
                                         _json(message), f"broadcast-report:{done.id}"))
-            await dispatch.enqueue_many(db, rows, now)
+            await outbox.enqueue_many(db, rows, now)
         report.reports += len(rows)
 
-    async def _restarts(self, db: DbSession, fresh: list[tuple[date, dispatch.DuePrompt]],
+    async def _restarts(self, db: DbSession, fresh: list[tuple[date, due.DuePrompt]],
                         now: datetime) -> dict[int, int]:
         """R6 for the sessions about to be created: user_id -> the lower level, for those
         whose missed days in a row call for a re-start (stored as a progression event)."""
         history_days = timedelta(days=HISTORY_DAYS)
         # Only a patient whose latest session is a missed one can be in a run of missed days.
-        candidates = await dispatch.last_missed_before(
+        candidates = await due.last_missed_before(
             db, _by_day((d.user_id, day) for day, d in fresh), history_days)
         if not candidates:
             return {}
         starting = {d.user_id: (day, d) for day, d in fresh if d.user_id in candidates}
         since = min(day for day, _ in starting.values()) - history_days
-        history = await dispatch.session_history(db, candidates, since)
+        history = await due.session_history(db, candidates, since)
         lowered: dict[int, int] = {}
         for user_id, (day, d) in starting.items():
             facts = [SessionFact(day=s.day, level=s.level, status=s.status,  # type: ignore[arg-type]

@@ -16,13 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conversations.clock import Clock
+from conversations.context import ERASED, Ctx, Flow
 from conversations.demo import DemoCache
-from conversations.flow import ERASED, Ctx, Flow
 from conversations.flows import account, holds, howto, onboarding, progress, session, staff
+from conversations.localtime import local_date
 from conversations.messages import ButtonToken, Inbound, Outbound
 from conversations.program.data import Program
 from conversations.prompts import SNOOZE, prompt_message
-from conversations.schedule import local_date
 from storage.db import Outage, backoff, database_lost
 from storage.models import ConversationState, User
 from storage.repository import Repository, StaleState

@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 from conversations.flows import howto
+from conversations.localtime import local_datetime, zone
 from conversations.messages import Button, ButtonToken, Channel, Outbound
 from conversations.program.data import Program
-from conversations.schedule import local_datetime, zone
 
 SNOOZE = timedelta(hours=1)
 CHECK_TIME = "09:00"  # local; earlier if the next day's prompt comes first

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Table, event, text
+from sqlalchemy import BigInteger, Table, any_, event, func, literal, literal_column, select, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -99,6 +101,16 @@ def is_postgres(db: DbSession) -> bool:
 def upsert(db: DbSession, table: Table | type) -> PgInsert | SqliteInsert:
     """An INSERT with ON CONFLICT clauses, in the dialect of the session's database."""
     return (pg_insert if is_postgres(db) else sqlite_insert)(table)
+
+
+def among(db: DbSession, column: Any, ids: Collection[int]) -> Any:
+    """`column IN ids` as a single parameter however many ids (building an IN list of
+    thousands of parameters costs more than running it): an array on PostgreSQL, a JSON
+    array unpacked by json_each on SQLite."""
+    if is_postgres(db):
+        return column == any_(literal(list(ids), ARRAY(BigInteger())))
+    return column.in_(select(literal_column("value"))
+                      .select_from(func.json_each(json.dumps(list(ids)))))
 
 
 def create_engine(url: str, keys: Sequence[str] = (), **kwargs: Any) -> AsyncEngine:

@@ -218,7 +218,7 @@ class Outbox(Base):
         Index("ix_outbox_due", "status", "not_before"),
         Index("ix_outbox_untallied", "tallied_coach", "status", "sent_at",
               sqlite_where=UNTALLIED_PROMPT, postgresql_where=UNTALLIED_PROMPT),
-        # A chat's pending rows, for keeping its order (see dispatch.claim_outbox).
+        # A chat's pending rows, for keeping its order (see outbox.claim_outbox).
         Index("ix_outbox_chat_pending", "channel", "chat_id", "id", sqlite_where=PENDING,
               postgresql_where=PENDING),
     )

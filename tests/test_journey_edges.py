@@ -17,9 +17,9 @@ from bot.scheduler import Scheduler
 from conftest import CLEAN_SCREEN, WORST_AT, Patient, enrolled
 from conversations.clock import ManualClock
 from conversations.engine import Engine
+from conversations.localtime import parse_days
 from conversations.program.data import Program
 from conversations.prompts import greeting
-from conversations.schedule import parse_days
 from storage.models import Assessment, ConversationState, Outbox, ProgramState, User
 from telegram_server import BotApiServer, Person
 

@@ -13,11 +13,11 @@ from bot.channels.console import ConsoleChannel
 from conftest import Patient, enrolled
 from conversations.clock import ManualClock
 from conversations.engine import Engine
+from conversations.localtime import parse_days, parse_time, parse_timezone
 from conversations.messages import ButtonToken
 from conversations.numbers import whole
 from conversations.program.data import Program
 from conversations.questions import parse_pain
-from conversations.schedule import parse_days, parse_time, parse_timezone
 
 UNICODE_DIGITS = ["²", "³", "⑦", "⓪", "¹⁰", "٣", "３", "𝟕", "1²"]
 

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from conversations.schedule import local_date, next_prompt_at
+from conversations.localtime import local_date, next_prompt_at
 
 ZONES = ["Europe/London", "America/New_York", "Australia/Sydney", "Asia/Kolkata",
          "Pacific/Chatham"]

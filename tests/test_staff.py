@@ -18,7 +18,7 @@ from conversations.clock import ManualClock
 from conversations.engine import Engine
 from conversations.messages import Inbound
 from conversations.program.data import Program
-from storage import dispatch, stats
+from storage import outbox, stats
 from storage.models import AuditLog, Broadcast, Outbox, StatTally, User
 from storage.repository import Repository
 
@@ -276,9 +276,9 @@ async def test_statistics_read_the_same_once_tallied_and_forget_erased_people(
     clock.set(datetime(2026, 1, 15, 7, 0, 30, tzinfo=UTC))  # everyone's 07:00 prompt
     await ticks.tick()
     async with sessions() as db, db.begin():
-        for row in await dispatch.claim_outbox(db, clock.now(), timedelta(minutes=1), 10,
+        for row in await outbox.claim_outbox(db, clock.now(), timedelta(minutes=1), 10,
                                                ["console"]):
-            await dispatch.mark_sent(db, row, clock.now())
+            await outbox.mark_sent(db, row, clock.now())
     await p1.send("/today")
     await p1.press("Done")
     await p1.press("2")

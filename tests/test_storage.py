@@ -18,7 +18,7 @@ from conftest import Patient, enrolled
 from conversations.clock import ManualClock
 from conversations.engine import Engine
 from conversations.program.data import Program
-from storage import dispatch, stats
+from storage import due, stats
 from storage.db import create_engine, migrate, sessionmaker
 from storage.models import Base, ConversationState, Hold, StatTally, User
 from storage.repository import Repository, StaleState
@@ -192,7 +192,7 @@ async def test_two_workers_folding_at_once_count_each_session_once(
     today = clock.now().date()
     async with sessions() as db, db.begin():
         patients = list(await db.scalars(select(User.id)))
-        await dispatch.add_sessions(db, {today - timedelta(days=d): patients for d in range(1, 11)},
+        await due.add_sessions(db, {today - timedelta(days=d): patients for d in range(1, 11)},
                                     "missed", clock.now())
 
     async def worker(maker: async_sessionmaker[DbSession]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from conversations.flow import ERASED, Ctx, Flow, Step
+from conversations.context import ERASED, Ctx, Flow, Step
 from conversations.flows import holds
 from conversations.flows.onboarding import (
     ask_days,
@@ -14,10 +14,10 @@ from conversations.flows.onboarding import (
     chosen_timezone,
     start_screen,
 )
+from conversations.localtime import SUMMARY_TIME, SUNDAY, describe_days
 from conversations.messages import Document
 from conversations.prompts import check_due
 from conversations.questions import Question, choices, pain_scale, yes_no
-from conversations.schedule import SUMMARY_TIME, SUNDAY, describe_days
 from storage.models import Hold, PainReport
 
 EXPORT_SCHEMA = "kneecoach-export/1"

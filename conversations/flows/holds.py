@@ -8,9 +8,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from conversations.flow import Ctx
+from conversations.context import Ctx
+from conversations.localtime import local_date, next_prompt_at, next_summary_at
 from conversations.messages import Button, ButtonToken, Outbound
-from conversations.schedule import local_date, next_prompt_at, next_summary_at
 from storage.models import Hold, ProgramState, ProgressionEvent, User
 
 Kind = Literal["referral", "pain"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+from conversations.context import Ctx
 from conversations.demo import DemoCache, cache_key
-from conversations.flow import Ctx
 from conversations.messages import Button, ButtonToken, Media
 from conversations.numbers import whole
 from conversations.program.data import Dose, Exercise, Program

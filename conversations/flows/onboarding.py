@@ -3,9 +3,19 @@ the reminder schedule, and enrolment at a starting level."""
 
 from __future__ import annotations
 
-from conversations.flow import ERASED, Answer, Ctx, Flow, Step
+from conversations.context import ERASED, Answer, Ctx, Flow, Step
 from conversations.flows import holds
 from conversations.flows.staff import attach
+from conversations.localtime import (
+    AMBIGUOUS,
+    ASK_WHICH,
+    describe_days,
+    next_prompt_at,
+    next_summary_at,
+    parse_days,
+    parse_time,
+    parse_timezone,
+)
 from conversations.program.rules import start_level
 from conversations.program.screening import (
     BASELINE_PAIN_REFER,
@@ -19,16 +29,6 @@ from conversations.program.screening import (
     warning_answer,
 )
 from conversations.questions import Choice, Question, choices, pain_scale, yes_no
-from conversations.schedule import (
-    AMBIGUOUS,
-    ASK_WHICH,
-    describe_days,
-    next_prompt_at,
-    next_summary_at,
-    parse_days,
-    parse_time,
-    parse_timezone,
-)
 from storage.models import Assessment, PainReport, ProgramState, ProgressionEvent
 
 REFERRAL = (

@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import date
 
 from conversations.chart import DaySession, Progress, render, summary
-from conversations.flow import Ctx, Flow, Step
+from conversations.context import Ctx, Flow, Step
 from conversations.flows.onboarding import kujala_steps
 from conversations.flows.session import open_today
+from conversations.localtime import local_date
 from conversations.program.screening import kujala_score
 from conversations.questions import Question, choices
-from conversations.schedule import local_date
 from storage.models import Assessment, User
 from storage.repository import Repository
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from conversations.flow import Ctx, Flow, Step
+from conversations.context import Ctx, Flow, Step
 from conversations.flows import holds, howto
 from conversations.flows.onboarding import refer
+from conversations.localtime import zone
 from conversations.program.rules import (
     Decision,
     LevelChange,
@@ -22,7 +23,6 @@ from conversations.program.rules import (
 from conversations.program.screening import KUJALA, WarningAnswer, warning_answer
 from conversations.prompts import check_due, check_question
 from conversations.questions import Question, choices, pain_scale, yes_no
-from conversations.schedule import zone
 from storage.models import PainReport, ProgressionEvent, Session
 
 KUJALA_EVERY = timedelta(days=28)  # the knee score is asked again every 4 weeks

@@ -14,12 +14,12 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta
 from typing import get_args
 
-from conversations.flow import Ctx, Flow, Step
+from conversations.context import Ctx, Flow, Step
 from conversations.flows import holds
+from conversations.localtime import local_datetime, zone
 from conversations.messages import ButtonToken, Channel, Document, Outbound
 from conversations.numbers import whole
 from conversations.questions import Question, choices
-from conversations.schedule import local_datetime, zone
 from storage.models import Broadcast, Hold, Invite, User
 from storage.repository import Repository
 from storage.stats import Stats, compute, weekly_rows

@@ -8,10 +8,10 @@ from datetime import date, datetime
 from typing import Any
 
 from conversations.demo import DemoCache
+from conversations.localtime import local_date
 from conversations.messages import Button, Inbound, Outbound
 from conversations.program.data import Program
 from conversations.questions import Question
-from conversations.schedule import local_date
 from storage.models import User
 from storage.repository import Repository
 

@@ -1,55 +1,34 @@
-"""Claims for the scheduler and the outbox sender, and the bulk writes that go with them.
+"""The tick's claims: enrolments due a prompt, a next-morning check or a weekly summary, and
+the bulk reads and writes of sessions (missed days, history) that go with them.
 
 A claim hands each due row to exactly one worker. PostgreSQL: `SELECT ... FOR UPDATE SKIP
 LOCKED`, so concurrent workers take disjoint rows and the locks last until the caller's
 transaction commits. SQLite serialises writers, so there the claim is a conditional UPDATE
 that must be the first statement of its transaction: it takes the write lock on a fresh
 snapshot, and nobody else can claim until the caller commits. The caller then moves every
-claimed row out of the due set (a new next_prompt_at, a lease) before committing.
+claimed row out of the due set (a new next_prompt_at, a cleared check) before committing.
 
 Everything here works on whole batches (a handful of statements per batch, whatever its size)
-and knows nothing of chats or messages: a row has a channel name, a chat id and a JSON payload.
+and knows nothing of chats or messages.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Date,
-    Select,
-    String,
-    and_,
-    any_,
-    bindparam,
-    exists,
-    false,
-    func,
-    literal,
-    literal_column,
-    or_,
-    select,
-    update,
-)
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Date, Select, String, and_, false, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-from storage.crypto import SerializedJSON
-from storage.db import is_postgres, upsert
-from storage.models import Broadcast, Outbox, ProgramState, Session, User, UTCDateTime
+from storage.db import among, is_postgres, upsert
+from storage.models import ProgramState, Session, User, UTCDateTime
 
 _program = ProgramState.__table__
 _users = User.__table__
-_outbox = Outbox.__table__
 _sessions = Session.__table__
-_broadcasts = Broadcast.__table__
-ERROR_CHARS = 256  # outbox.error
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,44 +66,6 @@ class DueSummary:
     timezone: str | None
     summary_day: int | None
     next_summary_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class BroadcastDone:
-    """A broadcast whose every copy has been sent or given up on, for its coach's report."""
-
-    id: int
-    coach_id: int
-    channel: str
-    chat_id: str
-    send_at: datetime
-    outcomes: dict[str, int]  # outbox status (sent, blocked, failed) -> copies
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """An outbox row leased to this worker until `lease_until`."""
-
-    id: int
-    user_id: int | None
-    channel: str
-    chat_id: str
-    kind: str
-    payload: dict[str, Any]
-    attempts: int
-    not_before: datetime
-    lease_until: datetime
-    parts_sent: int = 0  # the message resumes at this part
-
-
-def _among(db: DbSession, column: Any, ids: Collection[int]) -> Any:
-    """`column IN ids` as a single parameter however many ids (building an IN list of
-    thousands of parameters costs more than running it): an array on PostgreSQL, a JSON
-    array unpacked by json_each on SQLite."""
-    if is_postgres(db):
-        return column == any_(literal(list(ids), ARRAY(BigInteger())))
-    return column.in_(select(literal_column("value"))
-                      .select_from(func.json_each(json.dumps(list(ids)))))
 
 
 # --- enrolments ----------------------------------------------------------------------------
@@ -183,7 +124,7 @@ async def claim_due_summaries(db: DbSession, now: datetime, limit: int) -> list[
 async def advance_summaries(db: DbSession, moves: Mapping[datetime, Collection[int]],
                             now: datetime) -> None:
     for next_at, user_ids in moves.items():
-        await db.execute(update(_program).where(_among(db, _program.c.user_id, user_ids))
+        await db.execute(update(_program).where(among(db, _program.c.user_id, user_ids))
                          .values(next_summary_at=next_at, updated_at=now))
 
 
@@ -207,7 +148,7 @@ async def advance(db: DbSession, moves: Mapping[datetime | None, Collection[int]
     """Move claimed enrolments on: next_prompt_at grouped by its new value (the patients of
     one tick share a few), and a new level for the given users."""
     for next_at, user_ids in moves.items():
-        await db.execute(update(_program).where(_among(db, _program.c.user_id, user_ids))
+        await db.execute(update(_program).where(among(db, _program.c.user_id, user_ids))
                          .values(next_prompt_at=next_at, updated_at=now))
     for user_id, level in levels.items():
         await db.execute(update(_program).where(_program.c.user_id == user_id)
@@ -216,7 +157,7 @@ async def advance(db: DbSession, moves: Mapping[datetime | None, Collection[int]
 
 async def clear_checks(db: DbSession, user_ids: Collection[int], now: datetime) -> None:
     if user_ids:
-        await db.execute(update(_program).where(_among(db, _program.c.user_id, user_ids))
+        await db.execute(update(_program).where(among(db, _program.c.user_id, user_ids))
                          .values(next_check_at=None, updated_at=now))
 
 
@@ -230,7 +171,7 @@ async def miss_open_sessions(db: DbSession, before: Mapping[date, Collection[int
     for day, user_ids in before.items():
         missed.update((await db.execute(
             update(_sessions)
-            .where(_among(db, _sessions.c.user_id, user_ids), _sessions.c.day < day,
+            .where(among(db, _sessions.c.user_id, user_ids), _sessions.c.day < day,
                    _sessions.c.status == "prompted")
             .values(status="missed").returning(_sessions.c.user_id))).scalars())
     return missed
@@ -247,7 +188,7 @@ async def missed_in_a_row(db: DbSession, user_ids: Collection[int], runs: int
                      func.row_number().over(partition_by=_sessions.c.user_id,
                                             order_by=_sessions.c.day.desc()).label("n"))
               .join(_users, _users.c.id == _sessions.c.user_id)
-              .where(_among(db, _sessions.c.user_id, user_ids), _users.c.coach_id.is_not(None))
+              .where(among(db, _sessions.c.user_id, user_ids), _users.c.coach_id.is_not(None))
               .subquery())
     recent: dict[int, list[tuple[date, str]]] = defaultdict(list)
     for user_id, day, status in await db.execute(
@@ -270,7 +211,7 @@ async def add_sessions(db: DbSession, by_day: Mapping[date, Collection[int]], st
     for day, user_ids in by_day.items():
         rows = (select(_program.c.user_id, literal(day, Date()), _program.c.level,
                        literal(status, String()), false(), prompted_at)
-                .where(_among(db, _program.c.user_id, user_ids)))
+                .where(among(db, _program.c.user_id, user_ids)))
         result = await db.execute(
             upsert(db, _sessions)
             .from_select(["user_id", "day", "level", "status", "morning_symptom",
@@ -289,7 +230,7 @@ async def sessions_on(db: DbSession, keys: Collection[tuple[int, date]]
     rows = await db.execute(
         select(_sessions.c.user_id, _sessions.c.day, _sessions.c.id, _sessions.c.status,
                _sessions.c.level)
-        .where(_among(db, _sessions.c.user_id, {uid for uid, _ in keys}),
+        .where(among(db, _sessions.c.user_id, {uid for uid, _ in keys}),
                _sessions.c.day.in_({day for _, day in keys})))
     found = {(uid, day): (sid, status, level) for uid, day, sid, status, level in rows}
     return {key: found[key] for key in keys if key in found}
@@ -302,7 +243,7 @@ async def last_missed_before(db: DbSession, users: Mapping[date, Collection[int]
     found: set[int] = set()
     for day, user_ids in users.items():
         latest = (select(_sessions.c.user_id, func.max(_sessions.c.day).label("day"))
-                  .where(_among(db, _sessions.c.user_id, user_ids), _sessions.c.day < day,
+                  .where(among(db, _sessions.c.user_id, user_ids), _sessions.c.day < day,
                          _sessions.c.day >= day - since)
                   .group_by(_sessions.c.user_id).subquery())
         found.update((await db.execute(
@@ -318,7 +259,7 @@ async def session_history(db: DbSession, user_ids: Collection[int], since: date
     """Each user's sessions from `since` on, oldest first."""
     history: dict[int, list[Session]] = {uid: [] for uid in user_ids}
     if user_ids:
-        for row in await db.scalars(select(Session).where(_among(db, Session.user_id, user_ids),
+        for row in await db.scalars(select(Session).where(among(db, Session.user_id, user_ids),
                                                           Session.day >= since)
                                     .order_by(Session.user_id, Session.day)):
             history[row.user_id].append(row)
@@ -333,7 +274,7 @@ async def unchecked_sessions(db: DbSession, before: Mapping[int, date], within: 
         return {}
     rows = await db.execute(
         select(_sessions.c.user_id, _sessions.c.day, _sessions.c.id)
-        .where(_among(db, _sessions.c.user_id, before),
+        .where(among(db, _sessions.c.user_id, before),
                _sessions.c.day >= min(before.values()) - within,
                _sessions.c.status.in_(("done", "partial")),
                _sessions.c.morning_at.is_(None))
@@ -343,149 +284,3 @@ async def unchecked_sessions(db: DbSession, before: Mapping[int, date], within: 
         if before[uid] - within <= day < before[uid]:
             latest[uid] = sid  # ordered by day: the last one wins
     return latest
-
-
-# --- the outbox ----------------------------------------------------------------------------
-async def enqueue_many(db: DbSession, rows: Sequence[Mapping[str, Any]], now: datetime) -> None:
-    """Queue rows (user_id, channel, chat_id, kind, payload as JSON text, dedupe_key), due now;
-    a dedupe key that exists already is skipped, so a message is queued at most once."""
-    if not rows:
-        return
-    # `now` is the same for every row: written into the statement once, as the dialect writes
-    # it, rather than bound and converted once per row.
-    at = literal_column(str(literal(now, UTCDateTime()).compile(
-        dialect=db.get_bind().dialect, compile_kwargs={"literal_binds": True})))
-    insert = upsert(db, _outbox).values(
-        payload=bindparam("payload", type_=SerializedJSON()), status="pending", attempts=0,
-        not_before=at, created_at=at)
-    await db.execute(insert.on_conflict_do_nothing(index_elements=["dedupe_key"]), list(rows))
-
-
-_CLAIMED_COLUMNS = (_outbox.c.id, _outbox.c.user_id, _outbox.c.channel, _outbox.c.chat_id,
-                    _outbox.c.kind, _outbox.c.payload, _outbox.c.attempts, _outbox.c.not_before,
-                    _outbox.c.lease_until, _outbox.c.parts_sent)
-
-
-def _holding(rows: Any, now: datetime) -> Any:
-    """A pending row that is being retried or is out with a worker: the later rows to its
-    chat wait for it, so a chat's messages leave in the order they were queued."""
-    return and_(rows.c.status == "pending",
-                or_(rows.c.attempts > 0, rows.c.lease_until >= now))
-
-
-async def claim_outbox(db: DbSession, now: datetime, lease: timedelta, limit: int,
-                       channels: Collection[str]) -> list[Claimed]:
-    """Lease up to `limit` due pending rows of the given channels, oldest first. A row whose
-    lease ran out (its worker died) is due again. A row waits while an earlier one to its
-    chat is retried or in flight (the wait ends when that one is sent or given up on)."""
-    earlier = _outbox.alias("earlier")
-    waits = exists().where(earlier.c.channel == _outbox.c.channel,
-                           earlier.c.chat_id == _outbox.c.chat_id,
-                           earlier.c.id < _outbox.c.id, _holding(earlier, now))
-    due = (select(_outbox.c.id)
-           .where(_outbox.c.status == "pending", _outbox.c.not_before <= now,
-                  or_(_outbox.c.lease_until.is_(None), _outbox.c.lease_until < now),
-                  _outbox.c.channel.in_(channels), ~waits)
-           .order_by(_outbox.c.not_before, _outbox.c.id).limit(limit))
-    if is_postgres(db):
-        due = due.with_for_update(skip_locked=True)
-    rows = (await db.execute(
-        update(_outbox).where(_outbox.c.id.in_(due.scalar_subquery()))
-        .values(lease_until=now + lease).returning(*_CLAIMED_COLUMNS))).all()
-    return sorted((Claimed(*row) for row in rows), key=lambda c: (c.not_before, c.id))
-
-
-def _pending(row_id: int) -> Any:
-    return and_(_outbox.c.id == row_id, _outbox.c.status == "pending")
-
-
-def _held(row: Claimed) -> Any:
-    """Still this worker's lease: once it ran out and someone else took the row, their
-    outcome counts, not ours."""
-    return and_(_pending(row.id), _outbox.c.lease_until == row.lease_until)
-
-
-async def mark_sent(db: DbSession, row: Claimed, now: datetime) -> None:
-    # Not lease-bound: the message went out, whoever else may hold the row now.
-    await db.execute(update(_outbox).where(_pending(row.id))
-                     .values(status="sent", sent_at=now, lease_until=None, error=None))
-
-
-def _parts(parts_sent: int | None) -> dict[str, int]:
-    """None: not known here (a timeout); what `record_parts` wrote stands."""
-    return {} if parts_sent is None else {"parts_sent": parts_sent}
-
-
-async def retry_later(db: DbSession, row: Claimed, not_before: datetime, error: str,
-                      parts_sent: int | None = None) -> None:
-    """Try again from `not_before`, resuming at part `parts_sent` (those before went out)."""
-    await db.execute(update(_outbox).where(_held(row))
-                     .values(attempts=_outbox.c.attempts + 1, not_before=not_before,
-                             lease_until=None, error=error[:ERROR_CHARS],
-                             **_parts(parts_sent)))
-
-
-async def record_parts(db: DbSession, row: Claimed, parts_sent: int) -> None:
-    """The first `parts_sent` parts of the row's message went out: never send them again."""
-    await db.execute(update(_outbox).where(_held(row)).values(parts_sent=parts_sent))
-
-
-async def mark_failed(db: DbSession, row: Claimed, error: str, parts_sent: int | None = None
-                      ) -> None:
-    await db.execute(update(_outbox).where(_held(row))
-                     .values(status="failed", attempts=_outbox.c.attempts + 1,
-                             lease_until=None, error=error[:ERROR_CHARS],
-                             **_parts(parts_sent)))
-
-
-async def chat_waiting(db: DbSession, channel: str, chat_id: str, now: datetime) -> bool:
-    """Whether the chat has a pending row being retried or in flight: a new message to it
-    must queue behind, not overtake."""
-    return bool(await db.scalar(select(exists().where(
-        _outbox.c.channel == channel, _outbox.c.chat_id == chat_id, _holding(_outbox, now)))))
-
-
-async def mark_blocked(db: DbSession, channel: str, chat_id: str, error: str) -> None:
-    """The chat blocked us: this row and every other pending one to that chat stop here."""
-    await db.execute(update(_outbox)
-                     .where(_outbox.c.channel == channel, _outbox.c.chat_id == chat_id,
-                            _outbox.c.status == "pending")
-                     .values(status="blocked", lease_until=None, error=error[:ERROR_CHARS]))
-
-
-async def release(db: DbSession, rows: Iterable[Claimed]) -> None:
-    """Give back leases this worker will not use (on shutdown), so others take them now."""
-    by_lease: dict[datetime, list[int]] = {}
-    for row in rows:
-        by_lease.setdefault(row.lease_until, []).append(row.id)
-    for lease_until, ids in by_lease.items():
-        await db.execute(update(_outbox)
-                         .where(_outbox.c.id.in_(ids), _outbox.c.status == "pending",
-                                _outbox.c.lease_until == lease_until)
-                         .values(lease_until=None))
-
-
-# --- broadcasts ------------------------------------------------------------------------------
-async def finish_broadcasts(db: DbSession, now: datetime) -> list[BroadcastDone]:
-    """Mark done the queued broadcasts none of whose copies is still pending, and return them
-    with their outcomes. The conditional update claims each for one worker only."""
-    pending = exists().where(_outbox.c.broadcast_id == _broadcasts.c.id,
-                             _outbox.c.status == "pending")
-    done = (await db.execute(
-        update(_broadcasts)
-        .where(_broadcasts.c.status == "queued", _broadcasts.c.send_at <= now, ~pending)
-        .values(status="done").returning(_broadcasts.c.id))).scalars().all()
-    if not done:
-        return []
-    outcomes: dict[int, dict[str, int]] = {bid: {} for bid in done}
-    for bid, status, count in await db.execute(
-            select(_outbox.c.broadcast_id, _outbox.c.status, func.count())
-            .where(_among(db, _outbox.c.broadcast_id, done))
-            .group_by(_outbox.c.broadcast_id, _outbox.c.status)):
-        outcomes[bid][status] = count
-    rows = await db.execute(
-        select(_broadcasts.c.id, _broadcasts.c.coach_id, _users.c.channel, _users.c.chat_id,
-               _broadcasts.c.send_at)
-        .join(_users, _users.c.id == _broadcasts.c.coach_id)
-        .where(_among(db, _broadcasts.c.id, done)))
-    return [BroadcastDone(*row, outcomes=outcomes[row[0]]) for row in rows]
