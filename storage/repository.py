@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -215,13 +215,6 @@ class Repository:
         return await self.db.scalar(
             select(Assessment).where(Assessment.user_id == user_id, Assessment.kind == kind)
             .order_by(Assessment.id.desc()).limit(1))
-
-    async def count_sessions(self, user_id: int, since: date) -> dict[str, int]:
-        rows = await self.db.execute(
-            select(Session.status, func.count()).where(Session.user_id == user_id,
-                                                       Session.day >= since)
-            .group_by(Session.status))
-        return {status: count for status, count in rows}
 
     # --- holds (R9) ------------------------------------------------------------------------
     async def open_hold(self, user_id: int) -> Hold | None:
