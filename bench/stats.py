@@ -25,7 +25,7 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.scheduler import BATCH  # noqa: E402
+from conversations.tick import BATCH  # noqa: E402
 from storage.db import create_engine, migrate, sessionmaker  # noqa: E402
 from storage.stats import compute, fold  # noqa: E402
 

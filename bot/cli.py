@@ -41,7 +41,7 @@ from storage.db import (
     reason,
     sessionmaker,
 )
-from storage.models import Base
+from storage.models import Base, display_id
 from storage.repository import Repository
 from storage.stats import compute
 
@@ -267,7 +267,7 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 return 2
             channel, user_id = ref
-            name = f"{channel}:{user_id}"
+            name = display_id(channel, user_id)
             user = await repo.user(channel, user_id)
             if user is None:
                 bare = ":" not in args.user

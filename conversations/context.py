@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from conversations.alerts import alert_coach
 from conversations.demo import DemoCache
 from conversations.localtime import local_date
 from conversations.messages import Button, Inbound, Outbound
@@ -48,9 +49,7 @@ class Ctx:
     async def alert_coach(self, text: str) -> None:
         """Queue a message about the patient to their coach, if they have one; `text` reads
         after the patient's name and id: "Pam (telegram:3101) joined you ..."."""
-        ident = f"{self.user.channel}:{self.user.channel_user_id}"
-        name = f"{self.user.display_name} ({ident})" if self.user.display_name else ident
-        await self.repo.message_coach(self.user, {"text": f"{name} {text}"}, self.now)
+        await alert_coach(self.repo, self.user, text, self.now)
 
 
 Ask = Callable[[Ctx], Question]

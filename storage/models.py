@@ -70,6 +70,11 @@ def _user_fk() -> Any:
     return ForeignKey("users.id", ondelete="CASCADE")
 
 
+def display_id(channel: str, channel_user_id: str) -> str:
+    """A user's id as staff type it and the audit log names them: "telegram:123456"."""
+    return f"{channel}:{channel_user_id}"
+
+
 class User(Base):
     __tablename__ = "users"
     __table_args__ = (UniqueConstraint("channel", "channel_user_id"),)
@@ -95,6 +100,10 @@ class User(Base):
     # Set when the channel says the user blocked the bot; cleared when they write again.
     unreachable: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    @property
+    def display_id(self) -> str:
+        return display_id(self.channel, self.channel_user_id)
 
 
 class ConversationState(Base):

@@ -135,7 +135,7 @@ class Repository:
         user = await self.db.get(User, user_id)
         if user is None:
             return
-        ident = f"{user.channel}:{user.channel_user_id}"
+        ident = user.display_id
         await stats.untally(self.db, user_id)
         await self.db.execute(delete(Outbox).where(Outbox.about_id == user_id))
         await self.db.execute(delete(AuditLog).where(AuditLog.actor == ident))
@@ -276,19 +276,6 @@ class Repository:
             .order_by(PainReport.user_id, PainReport.at, PainReport.id))).all())
 
     # --- outgoing ------------------------------------------------------------------------
-    async def alert_coach(self, patient: User, text: str, now: datetime,
-                          dedupe_key: str | None = None) -> None:
-        """Queue a message about the patient to their coach, if they have one."""
-        coach = await self.user_by_id(patient.coach_id) if patient.coach_id else None
-        if coach is None:
-            return
-        name = patient.display_name or f"{patient.channel}:{patient.channel_user_id}"
-        message = {"channel": coach.channel, "chat_id": coach.chat_id,
-                   "text": f"Alert about {name}: {text}"}
-        await self.enqueue(user_id=coach.id, channel=coach.channel, chat_id=coach.chat_id,
-                           kind="alert", payload=message, now=now, dedupe_key=dedupe_key,
-                           about_id=patient.id)
-
     async def message_coach(self, patient: User, payload: dict[str, Any], now: datetime,
                             dedupe_key: str | None = None) -> bool:
         """Queue a message (an Outbound's fields but the recipient) about the patient to their

@@ -15,6 +15,7 @@ from conversations.program.rules import (
     needs_review,
     pain_report_decision,
     pain_zone,
+    r6_restart,
     restart_level,
     start_level,
 )
@@ -199,6 +200,29 @@ def test_r6_never_below_level_1_and_missed_days_do_not_decide() -> None:
     history = [s(n, status="missed", level=1) for n in range(1, 8)]
     assert restart_level(level=1, today=TODAY, sessions=history) == 1
     assert run(history, "during", level=1).action == "none"
+
+
+@pytest.mark.parametrize("back,opening", [
+    (True, "Welcome back. After a week away we restart one level lower, at level 2"),
+    (False, "After 7 missed days in a row we restart one level lower, at level 2")])
+def test_r6_restart_is_the_progression_event_and_its_wording(back: bool, opening: str
+                                                             ) -> None:
+    """The one R6 helper that /today and the tick both apply: the event's fields, worded for
+    a patient who is back (/today) or may still be away (the prompt)."""
+    history = [s(n, status="missed") for n in range(1, 8)]
+    restart = r6_restart(level=3, today=TODAY, sessions=history, back=back)
+    assert restart is not None
+    assert (restart.day, restart.from_level, restart.to_level, restart.action, restart.rule) == (
+        TODAY, 3, 2, "restart", "R6")
+    assert restart.message.startswith(opening)
+
+
+def test_r6_restart_is_none_when_the_level_stays() -> None:
+    """Six missed days, or seven at level 1: nothing to re-start."""
+    six = [s(n, status="missed") for n in range(1, 7)]
+    assert r6_restart(level=3, today=TODAY, sessions=six, back=True) is None
+    seven_at_1 = [s(n, status="missed", level=1) for n in range(1, 8)]
+    assert r6_restart(level=1, today=TODAY, sessions=seven_at_1, back=False) is None
 
 
 # --- R7 flare that does not settle ----------------------------------------------------------

@@ -126,7 +126,9 @@ async def test_the_coach_hears_once_when_a_patient_misses_3_prompts_in_a_row(
     alerts = [r for r in await outbox(sessions, "alert") if "missed" in r.payload["text"]]
     assert len(alerts) == 1, [a.payload["text"] for a in alerts]
     assert alerts[0].chat_id == "coach"
-    assert alerts[0].payload["text"].startswith("Alert about Name of absent: missed 3 prompts")
+    # Worded as every other alert: the patient as a coach reads them, then what happened.
+    assert alerts[0].payload["text"].startswith(
+        "Name of absent (console:absent) missed 3 prompts in a row")
 
 
 async def test_a_finished_broadcast_sends_the_coach_one_delivery_report(

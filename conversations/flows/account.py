@@ -131,7 +131,7 @@ async def answer_assessed(ctx: Ctx, value: str) -> str | None:
     if (hold := await _hold(ctx)) is None:
         return None
     hold.assessed_at = ctx.now  # the confirmation, with its time
-    ctx.repo.audit(holds.who(ctx.user), "confirm_assessed", ctx.now, hold=hold.id)
+    ctx.repo.audit(ctx.user.display_id, "confirm_assessed", ctx.now, hold=hold.id)
     if hold.kind == "pain":
         return "rest_pain"
     return await _lift(ctx, hold, "the patient confirmed a clinician assessed the knee")
@@ -156,7 +156,7 @@ async def answer_rest_pain(ctx: Ctx, value: str) -> str | None:
 
 
 async def _lift(ctx: Ctx, hold: Hold, why: str) -> str | None:
-    said = await holds.lift(ctx, ctx.user, hold, by=holds.who(ctx.user), why=why)
+    said = await holds.lift(ctx, ctx.user, hold, by=ctx.user.display_id, why=why)
     if ctx.user.status == "onboarding":  # referred at the screen: screen again first
         ctx.say("Thank you. Let us go through the safety questions again.")
         return start_screen(ctx)
@@ -221,7 +221,7 @@ async def export(ctx: Ctx) -> None:
     """Send everything held about the patient as a JSON document."""
     data = await ctx.repo.export_user(ctx.user.id)
     payload = {"schema": EXPORT_SCHEMA, "exported_at": ctx.now.isoformat(), "tables": data}
-    ctx.repo.audit(f"{ctx.user.channel}:{ctx.user.channel_user_id}", "export", ctx.now)
+    ctx.repo.audit(ctx.user.display_id, "export", ctx.now)
     ctx.say("Here is everything I hold about you, as JSON.",
             document=Document(filename="kneecoach-mydata.json",
                               content=json.dumps(payload, indent=2).encode(),

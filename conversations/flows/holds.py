@@ -8,23 +8,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+from conversations.alerts import alert_coach
 from conversations.context import Ctx
 from conversations.localtime import local_date, next_prompt_at, next_summary_at
-from conversations.messages import Button, ButtonToken, Outbound
+from conversations.messages import Button, ButtonToken
 from storage.models import Hold, ProgramState, ProgressionEvent, User
 
 Kind = Literal["referral", "pain"]
 REST_PAIN_LIMIT = 5  # a pain pause also needs a rest pain of 5 or less (R9)
 CLEAR_STEP = "clear"  # the step of the buttons on a coach's clear request
-
-
-def who(user: User) -> str:
-    return f"{user.channel}:{user.channel_user_id}"
-
-
-def named(user: User) -> str:
-    """How a coach reads a patient: "Pam (telegram:3101)"."""
-    return f"{user.display_name} ({who(user)})" if user.display_name else who(user)
 
 
 def schedule(program: ProgramState, user: User, now: datetime) -> None:
@@ -62,8 +54,7 @@ async def place(ctx: Ctx, *, kind: Kind, rule: str, reason: str) -> Hold:
     what = ("their program is paused" if program is not None else
             "no program was started and they were advised to see a clinician; they stay on "
             "hold")
-    await ctx.repo.message_coach(user, {"text": (
-        f"{named(user)} {reason}; {what} until you clear it (/clear {who(user)}).")}, ctx.now)
+    await ctx.alert_coach(f"{reason}; {what} until you clear it (/clear {user.display_id}).")
     return hold
 
 
@@ -73,7 +64,7 @@ async def lift(ctx: Ctx, patient: User, hold: Hold, *, by: str, why: str,
     program = await ctx.repo.program(patient.id)
     restart = level if level is not None else restart_at(hold)
     hold.lifted_at, hold.lifted_by, hold.lift_reason = ctx.now, by, why
-    ctx.repo.audit(by, "lift_hold", ctx.now, patient=who(patient), hold=hold.id)
+    ctx.repo.audit(by, "lift_hold", ctx.now, patient=patient.display_id, hold=hold.id)
     if program is None or restart is None:  # referred at the screen: screen again first
         patient.status = "onboarding"
         text = "the safety questions are asked again before any program"
@@ -93,10 +84,11 @@ async def lift(ctx: Ctx, patient: User, hold: Hold, *, by: str, why: str,
         schedule(program, patient, ctx.now)
         text = f"they restart at level {restart}"
     coach = await _coach(ctx, patient)
-    if coach is not None and by != who(coach):  # a coach who lifted it knows already
-        await ctx.repo.message_coach(patient, {"text": (
-            f"{named(patient)}'s hold ({hold.reason}) was lifted by "
-            f"{'the patient' if by == who(patient) else by}: {why}; {text}.")}, ctx.now)
+    if coach is not None and by != coach.display_id:  # a coach who lifted it knows already
+        await alert_coach(ctx.repo, patient, (
+            f"hold ({hold.reason}) was lifted by "
+            f"{'the patient' if by == patient.display_id else by}: {why}; {text}."), ctx.now,
+            possessive=True)
     return said
 
 
@@ -124,14 +116,11 @@ async def request_clear(ctx: Ctx, hold: Hold) -> None:
                 token=ButtonToken(step=CLEAR_STEP, ref=hold.id,
                                   value=str(lvl or 0)).encode()),)
         for lvl in options)
-    message = Outbound(channel=user.channel, chat_id=user.chat_id,  # type: ignore[arg-type]
-                       text=(f"{named(user)} asks to resume. On hold since "
-                             f"{hold.started_on:%d %b} because they {hold.reason} (rule "
-                             f"{hold.rule}). Latest: {', '.join(latest)}. Clear it below or "
-                             f"with /clear {who(user)} [level]."), buttons=buttons)
-    sent = await ctx.repo.message_coach(
-        user, message.model_dump(mode="json", exclude={"channel", "chat_id"}), ctx.now,
-        dedupe_key=f"clear:{hold.id}:{ctx.today.isoformat()}")
+    sent = await alert_coach(
+        ctx.repo, user, (f"asks to resume. On hold since {hold.started_on:%d %b} because they "
+                         f"{hold.reason} (rule {hold.rule}). Latest: {', '.join(latest)}. Clear "
+                         f"it below or with /clear {user.display_id} [level]."), ctx.now,
+        buttons=buttons, dedupe_key=f"clear:{hold.id}:{ctx.today.isoformat()}")
     hold.requested_at = hold.requested_at or ctx.now
     ctx.say("Your program is on hold until your coach clears it. "
             + ("I have sent them your request with your latest answers."

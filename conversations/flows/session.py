@@ -18,7 +18,7 @@ from conversations.program.rules import (
     needs_review,
     pain_report_decision,
     pain_zone,
-    restart_level,
+    r6_restart,
 )
 from conversations.program.screening import KUJALA, WarningAnswer, warning_answer
 from conversations.prompts import check_due, check_question
@@ -85,17 +85,13 @@ async def restart_after_gap(ctx: Ctx) -> None:
     """R6: after 7 missed days in a row the next session is offered one level lower."""
     program = await ctx.repo.program(ctx.user.id)
     assert program is not None
-    facts = await _facts(ctx)
-    lower = restart_level(level=program.level, today=ctx.today, sessions=facts)
-    if lower is not None and lower != program.level:
-        message = (f"Welcome back. After a week away we restart one level lower, at level "
-                   f"{lower}, to let the knee get used to the exercises again.")
-        ctx.repo.add(ProgressionEvent(user_id=ctx.user.id, at=ctx.now, day=ctx.today,
-                                      from_level=program.level, to_level=lower,
-                                      action="restart", rule="R6", message=message))
-        program.level = lower
+    restart = r6_restart(level=program.level, today=ctx.today, sessions=await _facts(ctx),
+                         back=True)
+    if restart is not None:
+        ctx.repo.add(ProgressionEvent(user_id=ctx.user.id, at=ctx.now, **restart.model_dump()))
+        program.level = restart.to_level
         program.updated_at = ctx.now
-        ctx.say(message)
+        ctx.say(restart.message)
 
 
 _STATUS_WORDS = {"done": "done", "partial": "partly done", "skipped": "skipped",
@@ -263,9 +259,7 @@ async def refer_if_warning(ctx: Ctx, pain: int) -> bool:
 
 async def _facts(ctx: Ctx) -> list[SessionFact]:
     since = ctx.today - timedelta(days=HISTORY_DAYS)
-    return [SessionFact(day=s.day, level=s.level, status=s.status,  # type: ignore[arg-type]
-                        pain_during=s.pain_during, morning_delta=s.morning_delta,
-                        morning_symptom=s.morning_symptom)
+    return [SessionFact.model_validate(s)
             for s in await ctx.repo.sessions_since(ctx.user.id, since)]
 
 

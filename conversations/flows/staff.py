@@ -14,6 +14,7 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta
 from typing import get_args
 
+from conversations.alerts import named
 from conversations.context import Ctx, Flow, Step
 from conversations.flows import holds
 from conversations.localtime import local_datetime, zone
@@ -34,14 +35,10 @@ PERIODS = {"7d": 7, "30d": 30, "90d": 90, "all": None}
 CODE = re.compile(r"^[A-Z0-9]{6,16}$")
 
 
-def who(user: User) -> str:
-    return f"{user.channel}:{user.channel_user_id}"
-
-
 async def refuse(ctx: Ctx, role: str) -> None:
     """A command the user may not use: a clear answer, a log line and an audit entry."""
-    log.warning("refused /%s for %s (not %s)", ctx.inbound.command, who(ctx.user), role)
-    ctx.repo.audit(who(ctx.user), "refused", ctx.now, command=ctx.inbound.command or "")
+    log.warning("refused /%s for %s (not %s)", ctx.inbound.command, ctx.user.display_id, role)
+    ctx.repo.audit(ctx.user.display_id, "refused", ctx.now, command=ctx.inbound.command or "")
     who_may = "coaches" if role == "coach" else "admins"
     ctx.say(f"Sorry, /{ctx.inbound.command} is only for {who_may}.")
 
@@ -165,7 +162,7 @@ async def grant(ctx: Ctx, give: bool) -> None:
         ctx.say(f"I know nobody with the id {args[1][:64]}. They must send /start to the bot "
                 "first.")
         return
-    ctx.say(await set_coach(ctx.repo, target, give, who(ctx.user), ctx.now))
+    ctx.say(await set_coach(ctx.repo, target, give, ctx.user.display_id, ctx.now))
 
 
 async def set_coach(repo: Repository, target: User, give: bool, actor: str, now: datetime
@@ -178,7 +175,7 @@ async def set_coach(repo: Repository, target: User, give: bool, actor: str, now:
     if give and target.status == "pending":
         target.status = "staff"  # a coach needs no patient consent to use coach commands
     detached = [] if give else await repo.detach_patients(target.id)
-    repo.audit(actor, f"{verb}_coach", now, target=who(target), detached=len(detached))
+    repo.audit(actor, f"{verb}_coach", now, target=target.display_id, detached=len(detached))
     note = ("You are now a coach on kneecoach: /invite, /broadcast, /patients." if give
             else "You are no longer a coach on kneecoach.")
     await _tell(repo, target, note, now)
@@ -186,10 +183,10 @@ async def set_coach(repo: Repository, target: User, give: bool, actor: str, now:
         await _tell(repo, patient, "Your coach is no longer on kneecoach, so nobody sees your "
                     "progress for now. Your program goes on as before; a new coach can send "
                     "you an invite code.", now)
-    said = f"{who(target)} is {'now a coach' if give else 'no longer a coach'}."
+    said = f"{target.display_id} is {'now a coach' if give else 'no longer a coach'}."
     if detached:
         said += (f" Their {len(detached)} patient{'s are' if len(detached) > 1 else ' is'} "
-                 "now without a coach: " + ", ".join(who(p) for p in detached) + ".")
+                 "now without a coach: " + ", ".join(p.display_id for p in detached) + ".")
     return said
 
 
@@ -241,7 +238,7 @@ async def clear(ctx: Ctx) -> None:
         return
     hold = await ctx.repo.open_hold(target.id)
     if hold is None:
-        ctx.say(f"{holds.named(target)} has no hold to clear.")
+        ctx.say(f"{named(target)} has no hold to clear.")
         return
     await _clear(ctx, target, hold, level)
 
@@ -256,7 +253,7 @@ async def clear_button(ctx: Ctx, token: ButtonToken) -> None:
         ctx.say("That clear button is not yours to use, so I ignored it.")
         return
     if hold.lifted_at is not None:
-        ctx.say(f"That hold of {holds.named(patient)} was lifted already, by {hold.lifted_by} "
+        ctx.say(f"That hold of {named(patient)} was lifted already, by {hold.lifted_by} "
                 f"on {hold.lifted_at:%d %b %H:%M} UTC.")
         return
     level = int(token.value) or None
@@ -267,13 +264,13 @@ async def clear_button(ctx: Ctx, token: ButtonToken) -> None:
 
 
 def _refuse_clear(ctx: Ctx, target: str) -> None:
-    log.warning("refused /clear for %s", who(ctx.user))
-    ctx.repo.audit(who(ctx.user), "refused", ctx.now, command="clear", target=target)
+    log.warning("refused /clear for %s", ctx.user.display_id)
+    ctx.repo.audit(ctx.user.display_id, "refused", ctx.now, command="clear", target=target)
 
 
 async def _clear(ctx: Ctx, patient: User, hold: Hold, level: int | None) -> None:
     chosen = level if level is not None and level != holds.restart_at(hold) else None
-    said = await holds.lift(ctx, patient, hold, by=who(ctx.user),
+    said = await holds.lift(ctx, patient, hold, by=ctx.user.display_id,
                             why="cleared by " + ("their coach" if patient.coach_id == ctx.user.id
                                                  else "an admin"), level=chosen)
     after = ("/today shows today's session." if patient.status == "active" else
@@ -284,7 +281,7 @@ async def _clear(ctx: Ctx, patient: User, hold: Hold, level: int | None) -> None
                          text=f"{said} {after}").model_dump(mode="json"), now=ctx.now)
     outcome = (f"they restart at level {hold.restart_level}" if hold.restart_level else
                "they answer the safety questions again before any program")
-    ctx.say(f"Cleared the hold of {holds.named(patient)}: {outcome}. I have told them.")
+    ctx.say(f"Cleared the hold of {named(patient)}: {outcome}. I have told them.")
 
 
 # --- the patient list ------------------------------------------------------------------------
@@ -311,7 +308,7 @@ async def patients(ctx: Ctx) -> None:
     for n, patient in enumerate(shown, (page - 1) * PAGE + 1):
         program = await ctx.repo.program(patient.id)
         days = by_user[patient.id]
-        lines.append(f"{n}. {patient.display_name or who(patient)} ({who(patient)}): " +
+        lines.append(f"{n}. {patient.display_name or patient.display_id} ({patient.display_id}): " +
                      _patient_line(ctx, patient, program.level if program else None, days,
                                    pain_by[patient.id]))
     if page < pages:
@@ -436,7 +433,7 @@ async def _queue_broadcast(ctx: Ctx, when: datetime) -> None:
                                payload=message.model_dump(mode="json"), now=ctx.now,
                                dedupe_key=f"broadcast:{row.id}:{patient.id}",
                                broadcast_id=row.id, not_before=when)
-    ctx.repo.audit(who(ctx.user), "broadcast", ctx.now, broadcast=row.id,
+    ctx.repo.audit(ctx.user.display_id, "broadcast", ctx.now, broadcast=row.id,
                    recipients=len(recipients))
     local = when.astimezone(zone(ctx.user.timezone or "UTC"))
     at = "now" if when <= ctx.now else f"at {local:%Y-%m-%d %H:%M}"
@@ -511,7 +508,7 @@ async def export(ctx: Ctx) -> None:
                          row.done, row.partial, row.skipped, row.missed,
                          "" if row.mean_pain is None else row.mean_pain,
                          "" if row.worst_pain is None else row.worst_pain])
-    ctx.repo.audit(who(ctx.user), "export_csv", ctx.now, period=period[0])
+    ctx.repo.audit(ctx.user.display_id, "export_csv", ctx.now, period=period[0])
     ctx.say(f"One row per patient per week ({period[0]}), as CSV.",
             document=Document(filename=f"kneecoach-{period[0]}.csv",
                               content=out.getvalue().encode(), mime_type="text/csv"))

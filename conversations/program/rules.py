@@ -24,6 +24,8 @@ class _Frozen(BaseModel):
 
 
 class SessionFact(_Frozen):
+    model_config = ConfigDict(from_attributes=True)  # read from a stored session row
+
     day: date
     level: int = Field(ge=1)
     status: Status
@@ -226,6 +228,32 @@ def restart_level(*, level: int, today: date, sessions: Sequence[SessionFact]) -
     if len(before) == 7 and all(s.status == "missed" for s in before):
         return max(1, level - 1)
     return None
+
+
+class Restart(_Frozen):
+    """R6 applied: the next session, on `day`, is offered at `to_level`; the fields of its
+    progression event."""
+
+    day: date
+    from_level: int = Field(ge=1)
+    to_level: int = Field(ge=1)
+    action: Literal["restart"] = "restart"
+    rule: Literal["R6"] = "R6"
+    message: str
+
+
+def r6_restart(*, level: int, today: date, sessions: Sequence[SessionFact], back: bool
+               ) -> Restart | None:
+    """R6 for the session of `today`, None when the level stays. `back`: the patient opened
+    the session themselves; otherwise the prompt tells someone who may still be away."""
+    lower = restart_level(level=level, today=today, sessions=sessions)
+    if lower is None or lower == level:
+        return None
+    message = (f"Welcome back. After a week away we restart one level lower, at level {lower}, "
+               "to let the knee get used to the exercises again." if back else
+               f"After 7 missed days in a row we restart one level lower, at level {lower}, "
+               "to let the knee get used to the exercises again.")
+    return Restart(day=today, from_level=level, to_level=lower, message=message)
 
 
 def needs_review(*, enrolled_on: date, today: date, sessions: Sequence[SessionFact],
