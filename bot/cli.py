@@ -26,7 +26,8 @@ from bot.settings import Settings, SettingsError, load_settings
 from conversations.clock import Clock, SystemClock
 from conversations.demo import DemoCache
 from conversations.engine import Engine
-from conversations.flows.staff import MAX_PERIOD_DAYS, period_of, render, set_coach, user_ref
+from conversations.flows.staff import set_coach, user_ref
+from conversations.flows.statistics import MAX_PERIOD_DAYS, period_of, render
 from conversations.messages import storable
 from conversations.program.data import Program, ProgramError, load_program
 from storage import crypto

@@ -16,9 +16,12 @@ from conversations.questions import Question
 from storage.models import User
 from storage.repository import Repository
 
-# A step's answer returns where to go: "step" in the same flow, "flow:step", None (back to
-# idle), or ERASED when the user's rows are gone and there is no state left to save.
+# A step's answer (and a command) returns where to go: "step" in the same flow, "flow:step",
+# None (back to idle), or ERASED when the user's rows are gone and there is no state left to
+# save. A command may also stay: REASK asks the current question again, STAY leaves it be.
 ERASED = "!erased"
+REASK = "!reask"
+STAY = "!stay"
 
 
 @dataclass

@@ -1,24 +1,33 @@
 """The engine: one inbound message in, the replies out, in one database transaction.
 
-It resolves the user, drops redelivered updates, runs global commands, and feeds answers to
-the step the user's stored conversation is waiting on. The conversation state carries a
-version: a write against an old version fails and the whole message is retried on fresh
-state, so two processes never both advance the same conversation."""
+It resolves the user, drops redelivered updates, runs the commands (conversations/commands.py)
+and feeds answers to the step the user's stored conversation is waiting on. The conversation
+state carries a version: a write against an old version fails and the whole message is
+retried on fresh state, so two processes never both advance the same conversation."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from conversations import commands
 from conversations.clock import Clock
-from conversations.context import ERASED, Ctx, Flow
+from conversations.context import ERASED, REASK, STAY, Ctx, Flow
 from conversations.demo import DemoCache
-from conversations.flows import account, holds, howto, onboarding, progress, session, staff
+from conversations.flows import (
+    account,
+    broadcast,
+    holds,
+    howto,
+    onboarding,
+    progress,
+    session,
+    staff,
+)
 from conversations.localtime import local_date
 from conversations.messages import ButtonToken, Inbound, Outbound
 from conversations.program.data import Program
@@ -30,47 +39,8 @@ from storage.repository import Repository, StaleState
 log = logging.getLogger(__name__)
 
 FLOWS: dict[str, Flow] = {"onboarding": onboarding.FLOW, **session.FLOWS, **account.FLOWS,
-                          **staff.FLOWS, **progress.FLOWS}
+                          **broadcast.FLOWS, **progress.FLOWS}
 
-ENROLLED = ("active", "paused", "referred", "stopped")
-
-HELP = (
-    "I am kneecoach, your knee-cap exercise coach.\n"
-    "/today - today's exercises and report how it went\n"
-    "/how - see how an exercise is done (/how 1 for the first)\n"
-    "/pain - report your knee pain now\n"
-    "/progress - your level, sessions and pain so far\n"
-    "/settings - change reminder time, days or timezone\n"
-    "/pause, /resume, /stop - pause, restart or stop the reminders\n"
-    "/mydata - everything I hold about you, as a file\n"
-    "/delete - erase everything I hold about you\n"
-    "/cancel - leave the current question; nothing half-done is kept\n"
-    "I am not a diagnosis or a clinician. Stop an exercise that causes sharp pain and see a "
-    "physiotherapist or doctor if you are worried."
-)
-STAFF_HELP = (
-    "Coach commands: /invite (a code for a new patient; /invite revoke CODE), /patients "
-    "[page], /broadcast (preview, then send now or schedule), /clear USER [level] (lift a "
-    "patient's hold after a referral or pain pause).\n"
-    "Admin commands: /grant coach USER, /revoke coach USER, /stats [7d|30d|90d|all], "
-    "/export [7d|30d|90d|all] (CSV).\n"
-    "USER is a channel id such as telegram:123456. Patients' commands: /help."
-)
-# The command menu a channel shows (Telegram's setMyCommands): the patient's commands.
-MENU: tuple[tuple[str, str], ...] = (
-    ("today", "today's exercises; report how it went"),
-    ("how", "see how an exercise is done"),
-    ("pain", "report your knee pain now"),
-    ("progress", "your chart: sessions, pain, level"),
-    ("settings", "reminder time, days or timezone"),
-    ("pause", "pause the reminders"),
-    ("resume", "start the reminders again"),
-    ("stop", "stop the program"),
-    ("mydata", "everything I hold about you, as a file"),
-    ("delete", "erase everything I hold about you"),
-    ("cancel", "leave the current question"),
-    ("help", "what I can do"),
-)
 STALE_BUTTON = "That button belongs to an earlier question, so I ignored it."
 RETRY_LIMIT = 3
 DB_PATIENCE = 600.0  # seconds an update is held while the database is unreachable
@@ -170,12 +140,7 @@ class Engine:
                   flow=state.flow, answers=dict(state.answers), admin=admin,
                   links=self.invite_links, demos=self.demos)
         if inbound.command is not None:
-            command = COMMANDS.get(inbound.command)
-            if command is None:
-                ctx.say(f"I do not know /{inbound.command}. /help lists what I can do.")
-                await self._reask(ctx, state)
-            else:
-                await command(self, ctx, state)
+            await self._goto(ctx, state, await commands.run(ctx, inbound.command))
         elif inbound.button is not None:
             await self._press(ctx, state, inbound.button)
         elif state.flow == "idle":
@@ -212,7 +177,10 @@ class Engine:
     # --- moving through flows ------------------------------------------------------------
     async def _goto(self, ctx: Ctx, state: ConversationState, target: str | None) -> None:
         """Save where the conversation is now and ask that step's question."""
-        if target == ERASED:
+        if target in (ERASED, STAY):
+            return
+        if target == REASK:
+            await self._reask(ctx, state)
             return
         if target is None:
             flow, step, ctx.answers = "idle", "", {}
@@ -305,228 +273,16 @@ class Engine:
         self._retire(ctx)
         ctx.say("You have already answered that one. /today shows today's session.")
 
-    # --- global commands -----------------------------------------------------------------
-    async def _start(self, ctx: Ctx, state: ConversationState) -> None:
-        if ctx.inbound.args and ctx.user.consent_at is not None:
-            await staff.attach(ctx, ctx.inbound.args[0])
-        elif ctx.inbound.args and ctx.user.status == "pending":
-            await staff.hold_invite(ctx, ctx.inbound.args[0])
-            await self._goto(ctx, state, "onboarding:consent")  # keeps the code with the step
-            return
-        if ctx.user.status == "staff":
-            ctx.say(STAFF_HELP)
-            return
-        if ctx.user.status in ("pending", "onboarding"):
-            if state.flow == "onboarding":
-                ctx.say("Welcome back; here is where we were.")
-                self._ask(ctx, state)
-            elif ctx.user.status == "onboarding":  # consented, then cancelled the questions
-                ctx.say("Let us go through the questions from the start.")
-                await self._goto(ctx, state, onboarding.start_screen(ctx))
-            else:
-                await self._goto(ctx, state, "onboarding:consent")
-        elif ctx.user.status == "referred":
-            await self._resume(ctx, state)
-        else:
-            ctx.say("You are already set up. /today shows today's exercises; /help lists "
-                    "everything.")
-
-    async def _help(self, ctx: Ctx, state: ConversationState) -> None:
-        ctx.say(HELP)
-        await self._reask(ctx, state)
-
-    async def _cancel(self, ctx: Ctx, state: ConversationState) -> None:
-        if state.flow == "idle":
-            ctx.say("There is nothing to cancel. /help lists what I can do.")
-            return
-        ctx.flow = "idle"
-        await self._goto(ctx, state, None)
-        ctx.say("Cancelled. Nothing from that conversation was saved." +
-                (" Send /start to continue setting up." if ctx.user.status in (
-                    "pending", "onboarding") else ""))
-
-    async def _needs_enrolment(self, ctx: Ctx, state: ConversationState) -> bool:
-        if ctx.user.status in ENROLLED:
-            return False
-        ctx.say("Let us finish setting up first.")
-        if state.flow == "idle":
-            await self._goto(ctx, state, "onboarding:consent")
-        else:
-            self._ask(ctx, state)
-        return True
-
-    async def _today(self, ctx: Ctx, state: ConversationState) -> None:
-        if await self._needs_enrolment(ctx, state):
-            return
-        if ctx.user.status != "active":
-            ctx.say(_NOT_ACTIVE[ctx.user.status])
-            return
-        await self._goto(ctx, state, await session.open_today(ctx))
-
-    async def _pain(self, ctx: Ctx, state: ConversationState) -> None:
-        if await self._needs_enrolment(ctx, state):
-            return
-        ctx.answers = {}
-        await self._goto(ctx, state, "pain:now")
-
-    async def _settings(self, ctx: Ctx, state: ConversationState) -> None:
-        if await self._needs_enrolment(ctx, state):
-            return
-        ctx.answers = {}
-        await self._goto(ctx, state, "settings:what")
-
-    async def _pause(self, ctx: Ctx, state: ConversationState) -> None:
-        if await self._needs_enrolment(ctx, state):
-            return
-        if ctx.user.status != "active":
-            ctx.say(_NOT_ACTIVE[ctx.user.status])
-            return
-        ctx.user.status = "paused"
-        await account.reschedule(ctx)
-        ctx.say("Paused: no reminders until you send /resume.")
-        await self._reask(ctx, state)
-
-    async def _resume(self, ctx: Ctx, state: ConversationState) -> None:
-        if await self._needs_enrolment(ctx, state):
-            return
-        if ctx.user.status == "referred":
-            ctx.answers = {}
-            await self._goto(ctx, state, await account.resume_held(ctx))
-            return
-        if ctx.user.status == "active":
-            ctx.say("Your program is running already. /today shows today's session.")
-            return
-        ctx.user.status = "active"
-        await account.reschedule(ctx)
-        ctx.say(f"Welcome back. {account.schedule_line(ctx)} /today shows today's session.")
-        await self._reask(ctx, state)
-
-    async def _stop(self, ctx: Ctx, state: ConversationState) -> None:
-        if ctx.user.status in ("pending", "onboarding"):
-            await self._goto(ctx, state, await account.stop_onboarding(ctx))
-            return
-        if await self._needs_enrolment(ctx, state):
-            return
-        ctx.answers = {}
-        await self._goto(ctx, state, "stop:confirm")
-
-    async def _how(self, ctx: Ctx, state: ConversationState) -> None:
-        await howto.command(ctx)
-        await self._reask(ctx, state)
-
     async def _how_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
                           ) -> None:
         await howto.press(ctx, token)  # the keyboard stays: the other exercises' buttons
-
-    async def _progress(self, ctx: Ctx, state: ConversationState) -> None:
-        if await self._needs_enrolment(ctx, state):
-            return
-        await progress.show(ctx)
-        await self._reask(ctx, state)
-
-    async def _mydata(self, ctx: Ctx, state: ConversationState) -> None:
-        await account.export(ctx)
-        await self._reask(ctx, state)
-
-    async def _delete(self, ctx: Ctx, state: ConversationState) -> None:
-        ctx.answers = {}
-        await self._goto(ctx, state, "delete:confirm")
-
-    async def _join(self, ctx: Ctx, state: ConversationState) -> None:
-        await staff.join(ctx)
-        await self._reask(ctx, state)
-
-    async def _coach_only(self, ctx: Ctx, state: ConversationState) -> bool:
-        if staff.is_coach(ctx):
-            return False
-        await staff.refuse(ctx, "coach")
-        await self._reask(ctx, state)
-        return True
-
-    async def _admin_only(self, ctx: Ctx, state: ConversationState) -> bool:
-        if ctx.admin:
-            return False
-        await staff.refuse(ctx, "admin")
-        await self._reask(ctx, state)
-        return True
-
-    async def _invite(self, ctx: Ctx, state: ConversationState) -> None:
-        if not await self._coach_only(ctx, state):
-            await staff.invite(ctx)
-
-    async def _patients(self, ctx: Ctx, state: ConversationState) -> None:
-        if not await self._coach_only(ctx, state):
-            await staff.patients(ctx)
-
-    async def _broadcast(self, ctx: Ctx, state: ConversationState) -> None:
-        if await self._coach_only(ctx, state):
-            return
-        recipients = await ctx.repo.patients_of(ctx.user.id, ("active",))
-        if not recipients:
-            ctx.say("You have no active patients to send to. /invite makes a code for them.")
-            return
-        ctx.answers = {"recipients": len(recipients)}
-        await self._goto(ctx, state, "broadcast:text")
-
-    async def _clear(self, ctx: Ctx, state: ConversationState) -> None:
-        if not await self._coach_only(ctx, state):
-            await staff.clear(ctx)
 
     async def _clear_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
                             ) -> None:
         self._retire(ctx)
         await staff.clear_button(ctx, token)
 
-    async def _grant(self, ctx: Ctx, state: ConversationState) -> None:
-        if not await self._admin_only(ctx, state):
-            await staff.grant(ctx, give=True)
 
-    async def _revoke(self, ctx: Ctx, state: ConversationState) -> None:
-        if not await self._admin_only(ctx, state):
-            await staff.grant(ctx, give=False)
-
-    async def _stats(self, ctx: Ctx, state: ConversationState) -> None:
-        if not await self._admin_only(ctx, state):
-            await staff.stats(ctx)
-
-    async def _export(self, ctx: Ctx, state: ConversationState) -> None:
-        if not await self._admin_only(ctx, state):
-            await staff.export(ctx)
-
-
-_NOT_ACTIVE = {
-    "paused": "Your program is paused. Send /resume to start again.",
-    "stopped": "Your program is stopped. Send /resume to start again.",
-    "referred": ("Your program is paused until a clinician has seen your knee. After that, "
-                 "send /resume."),
-    "active": "",
-}
-
-Command = Callable[[Engine, Ctx, ConversationState], Awaitable[None]]
-COMMANDS: dict[str, Command] = {
-    "start": Engine._start,
-    "help": Engine._help,
-    "cancel": Engine._cancel,
-    "today": Engine._today,
-    "how": Engine._how,
-    "pain": Engine._pain,
-    "progress": Engine._progress,
-    "settings": Engine._settings,
-    "pause": Engine._pause,
-    "resume": Engine._resume,
-    "stop": Engine._stop,
-    "mydata": Engine._mydata,
-    "delete": Engine._delete,
-    "join": Engine._join,
-    "invite": Engine._invite,
-    "patients": Engine._patients,
-    "broadcast": Engine._broadcast,
-    "clear": Engine._clear,
-    "grant": Engine._grant,
-    "revoke": Engine._revoke,
-    "stats": Engine._stats,
-    "export": Engine._export,
-}
 SESSION_BUTTONS = {"prompt": Engine._prompt_button, "check": Engine._prompt_button,
                    holds.CLEAR_STEP: Engine._clear_button, howto.STEP: Engine._how_button}
 

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conftest import CLEAN_SCREEN, Patient
 from conversations.clock import ManualClock
-from conversations.engine import COMMANDS, FLOWS, Engine
+from conversations.commands import COMMANDS
+from conversations.engine import FLOWS, Engine
 from conversations.program.data import Program
 from storage.models import ConversationState, ProgramState, User
 from storage.repository import Repository

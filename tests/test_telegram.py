@@ -26,7 +26,8 @@ from bot.delivery import OutboxSender, send_replies, split_text
 from bot.scheduler import Scheduler
 from conftest import CLEAN_SCREEN, SIGNS_AT, WORST_AT, enrolled, telegram_settings
 from conversations.clock import ManualClock
-from conversations.engine import MENU, STALE_BUTTON, Engine
+from conversations.commands import MENU
+from conversations.engine import STALE_BUTTON, Engine
 from conversations.messages import Inbound, Outbound
 from conversations.program.data import Program
 from conversations.program.screening import RED_FLAGS

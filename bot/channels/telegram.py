@@ -62,7 +62,8 @@ from bot.delivery import (
 from bot.media import MediaIds, read_media
 from bot.settings import Settings
 from bot.web import WebServer
-from conversations.engine import MENU, Engine
+from conversations.commands import MENU
+from conversations.engine import Engine
 from conversations.messages import Inbound, Outbound
 
 log = logging.getLogger(__name__)

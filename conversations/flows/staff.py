@@ -1,12 +1,9 @@
-"""Coaches and admins: roles, invites, broadcasts, the patient list, statistics and export.
-Every permission is checked by the channel's user id (admins) or the stored role (coaches),
-never by a display name."""
+"""Coaches and admins: roles, invites, clearing holds and the patient list (broadcasts and
+the figures have modules of their own). Every permission is checked by the channel's user
+id (admins) or the stored role (coaches), never by a display name."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import re
 import secrets
@@ -15,60 +12,22 @@ from datetime import date, datetime, timedelta
 from typing import get_args
 
 from conversations.alerts import named
-from conversations.context import Ctx, Flow, Step
+from conversations.context import Ctx
 from conversations.flows import holds
-from conversations.localtime import local_datetime, zone
-from conversations.messages import ButtonToken, Channel, Document, Outbound
+from conversations.messages import ButtonToken, Channel, Outbound
 from conversations.numbers import whole
-from conversations.questions import Question, choices
-from storage.models import Broadcast, Hold, Invite, User
+from storage.models import Hold, Invite, User
 from storage.repository import Repository
-from storage.stats import Stats, compute, weekly_rows
 
 log = logging.getLogger(__name__)
 
 INVITE_DAYS = 14
 PAGE = 10
-MAX_BROADCAST = 12_000  # well under MAX_TEXT_CHARS, so a cut-off input is refused
-SCHEDULE_AHEAD = timedelta(days=366)
-PERIODS = {"7d": 7, "30d": 30, "90d": 90, "all": None}
 CODE = re.compile(r"^[A-Z0-9]{6,16}$")
-
-
-async def refuse(ctx: Ctx, role: str) -> None:
-    """A command the user may not use: a clear answer, a log line and an audit entry."""
-    log.warning("refused /%s for %s (not %s)", ctx.inbound.command, ctx.user.display_id, role)
-    ctx.repo.audit(ctx.user.display_id, "refused", ctx.now, command=ctx.inbound.command or "")
-    who_may = "coaches" if role == "coach" else "admins"
-    ctx.say(f"Sorry, /{ctx.inbound.command} is only for {who_may}.")
 
 
 def is_coach(ctx: Ctx) -> bool:
     return ctx.user.role == "coach" or ctx.admin
-
-
-_PERIOD = re.compile(r"^([1-9]\d{0,3})([dw])$", re.ASCII)  # any number of days or weeks: 45d, 12w
-MAX_PERIOD_DAYS = 3660
-
-
-def period_of(text: str) -> tuple[str, int | None] | None:
-    """"30d", "12w" or "all" to (the period as written, its days; None for all)."""
-    key = text.strip().lower()
-    if key in PERIODS:
-        return key, PERIODS[key]
-    match = _PERIOD.match(key)
-    if match is None:
-        return None
-    days = int(match.group(1)) * (7 if match.group(2) == "w" else 1)
-    return (key, days) if days <= MAX_PERIOD_DAYS else None
-
-
-def parse_period(args: tuple[str, ...]) -> tuple[str, int | None] | None:
-    return period_of(args[0] if args else "30d")
-
-
-def since_of(ctx: Ctx, days: int | None) -> date | None:
-    return None if days is None else ctx.today - timedelta(days=days - 1)
 
 
 # --- invites ---------------------------------------------------------------------------------
@@ -349,175 +308,3 @@ def _patient_line(ctx: Ctx, patient: User, level: int | None, sessions: list,
     if flags:
         parts.append("FLAGS: " + ", ".join(flags))
     return ", ".join(parts)
-
-
-# --- broadcasts --------------------------------------------------------------------------------
-def _broadcast_text(text: str) -> str | None:
-    return text if text and len(text) <= MAX_BROADCAST else None
-
-
-def ask_broadcast_text(ctx: Ctx) -> Question:
-    return Question("Write the message for your active patients (up to 12,000 characters). "
-                    "/cancel stops.", parse=_broadcast_text, raw=True,
-                    hint=f"A broadcast needs some text, at most {MAX_BROADCAST:,} characters.")
-
-
-async def answer_broadcast_text(ctx: Ctx, value: str) -> str | None:
-    ctx.answers["text"] = value
-    return "confirm"
-
-
-def ask_broadcast_confirm(ctx: Ctx) -> Question:
-    count = ctx.answers.get("recipients", 0)
-    text = ctx.answers["text"]
-    preview = text if len(text) <= 500 else text[:500] + f"... ({len(text):,} characters)"
-    return choices(f"Preview, to {count} patient{'s' if count != 1 else ''}:\n\n{preview}",
-                   [("now", "Send now"), ("later", "Schedule"), ("cancel", "Cancel")],
-                   columns=3)
-
-
-async def answer_broadcast_confirm(ctx: Ctx, value: str) -> str | None:
-    if value == "cancel":
-        ctx.say("Broadcast cancelled; nothing was sent.")
-        return None
-    if value == "later":
-        return "when"
-    await _queue_broadcast(ctx, ctx.now)
-    return None
-
-
-def _parse_when(text: str) -> str | None:
-    text = " ".join(text.split())
-    return text if re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{1,2}:\d{2}", text, re.ASCII) else None
-
-
-def ask_broadcast_when(ctx: Ctx) -> Question:
-    return Question(f"When should it go? Send a date and time such as 2026-12-01 18:00 "
-                    f"({ctx.user.timezone or 'UTC'}).", parse=_parse_when,
-                    hint="Please send a date and time such as 2026-12-01 18:00.")
-
-
-async def answer_broadcast_when(ctx: Ctx, value: str) -> str | None:
-    day, hhmm = value.split(" ")
-    try:
-        when = local_datetime(date.fromisoformat(day), f"{int(hhmm[:-3]):02d}:{hhmm[-2:]}",
-                              ctx.user.timezone or "UTC")
-    except (ValueError, OverflowError):  # 9999-12-31 23:59 east of UTC is past year 9999
-        ctx.say("That is not a real date and time. Please send one such as 2026-12-01 18:00.")
-        return "when"
-    if when <= ctx.now:
-        ctx.say("That time has passed. Please send a time in the future.")
-        return "when"
-    if when > ctx.now + SCHEDULE_AHEAD:
-        ctx.say(f"A broadcast can be scheduled up to {SCHEDULE_AHEAD.days} days ahead. "
-                "Please send an earlier time.")
-        return "when"
-    await _queue_broadcast(ctx, when)
-    return None
-
-
-async def _queue_broadcast(ctx: Ctx, when: datetime) -> None:
-    """One outbox row per patient, in this transaction: a crash can neither half-queue a
-    broadcast nor send anyone a copy twice (the dedupe key is per broadcast and patient)."""
-    text = ctx.answers["text"]
-    row = Broadcast(coach_id=ctx.user.id, text=text, send_at=when, status="queued",
-                    created_at=ctx.now)
-    ctx.repo.add(row)
-    await ctx.repo.flush()
-    recipients = await ctx.repo.patients_of(ctx.user.id, ("active",))
-    for patient in recipients:
-        message = Outbound(channel=patient.channel, chat_id=patient.chat_id,  # type: ignore[arg-type]
-                           text=f"Message from your coach:\n\n{text}")
-        await ctx.repo.enqueue(user_id=patient.id, channel=patient.channel,
-                               chat_id=patient.chat_id, kind="broadcast",
-                               payload=message.model_dump(mode="json"), now=ctx.now,
-                               dedupe_key=f"broadcast:{row.id}:{patient.id}",
-                               broadcast_id=row.id, not_before=when)
-    ctx.repo.audit(ctx.user.display_id, "broadcast", ctx.now, broadcast=row.id,
-                   recipients=len(recipients))
-    local = when.astimezone(zone(ctx.user.timezone or "UTC"))
-    at = "now" if when <= ctx.now else f"at {local:%Y-%m-%d %H:%M}"
-    ctx.say(f"Broadcast queued to {len(recipients)} patients, sending {at}. You will get a "
-            "delivery report when it is done.")
-
-
-# --- statistics ------------------------------------------------------------------------------
-COLUMNS = ("group", "enrolled", "new", "active", "paused", "referred", "stopped",
-           "prompts_sent", "done", "partial", "skipped", "missed", "adherence",
-           "median_pain_change", "median_kujala_change", "progressed", "held", "regressed")
-
-
-def render(rows: list[Stats], fmt: str) -> str:
-    data = [row.public() for row in rows]
-    if fmt == "json":
-        return json.dumps(data, indent=2)
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(data)
-        return out.getvalue()
-    cells = [[_cell(d[c]) for c in COLUMNS] for d in data]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(lines)
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
-
-
-def summary(row: Stats, period: str) -> str:
-    def pct(x: float | None) -> str:
-        return "-" if x is None else f"{x:.0%}"
-
-    return (f"{row.group} ({period}): {row.enrolled} enrolled ({row.new} new), {row.active} "
-            f"active, {row.paused} paused, {row.referred} referred. Prompts sent "
-            f"{row.prompts_sent}. Sessions: {row.done} done, {row.partial} partly, "
-            f"{row.skipped} skipped, {row.missed} missed; adherence {pct(row.adherence)}. "
-            f"Median change in worst pain {_cell(row.median_pain_change)}, in Kujala "
-            f"{_cell(row.median_kujala_change)}. Progressed {pct(row.progressed)}, held "
-            f"{pct(row.held)}, regressed {pct(row.regressed)}.")
-
-
-async def stats(ctx: Ctx) -> None:
-    period = parse_period(ctx.inbound.args)
-    if period is None:
-        ctx.say("Usage: /stats 7d, 30d, 12w (any number of days or weeks) or all.")
-        return
-    rows = await compute(ctx.repo.db, since_of(ctx, period[1]), ctx.today)
-    ctx.say("\n\n".join(summary(row, period[0]) for row in rows))
-
-
-async def export(ctx: Ctx) -> None:
-    period = parse_period(ctx.inbound.args)
-    if period is None:
-        ctx.say("Usage: /export 7d, 30d, 12w (any number of days or weeks) or all.")
-        return
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["patient", "coach", "week_start", "level", "done", "partial", "skipped",
-                     "missed", "mean_pain", "worst_pain"])
-    async for row in weekly_rows(ctx.repo.db, since_of(ctx, period[1])):
-        writer.writerow([row.patient, row.coach or "", row.week_start.isoformat(), row.level,
-                         row.done, row.partial, row.skipped, row.missed,
-                         "" if row.mean_pain is None else row.mean_pain,
-                         "" if row.worst_pain is None else row.worst_pain])
-    ctx.repo.audit(ctx.user.display_id, "export_csv", ctx.now, period=period[0])
-    ctx.say(f"One row per patient per week ({period[0]}), as CSV.",
-            document=Document(filename=f"kneecoach-{period[0]}.csv",
-                              content=out.getvalue().encode(), mime_type="text/csv"))
-
-
-FLOWS: dict[str, Flow] = {
-    "broadcast": {
-        "text": Step(ask_broadcast_text, answer_broadcast_text),
-        "confirm": Step(ask_broadcast_confirm, answer_broadcast_confirm),
-        "when": Step(ask_broadcast_when, answer_broadcast_when),
-    },
-}

@@ -1,0 +1,296 @@
+"""The commands: each a small handler that returns where to go, as a step's answer does (see
+conversations/context.py), under the guards its one declaration names.
+
+Adding a command is a handler with `@command("name", ...)` over it: `enrolled=True` when it
+needs a finished set-up, `role="coach"` or `role="admin"` when only staff may use it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from conversations.context import REASK, STAY, Ctx
+from conversations.flows import account, howto, onboarding, progress, session, staff, statistics
+
+log = logging.getLogger(__name__)
+
+ENROLLED = ("active", "paused", "referred", "stopped")
+
+HELP = (
+    "I am kneecoach, your knee-cap exercise coach.\n"
+    "/today - today's exercises and report how it went\n"
+    "/how - see how an exercise is done (/how 1 for the first)\n"
+    "/pain - report your knee pain now\n"
+    "/progress - your level, sessions and pain so far\n"
+    "/settings - change reminder time, days or timezone\n"
+    "/pause, /resume, /stop - pause, restart or stop the reminders\n"
+    "/mydata - everything I hold about you, as a file\n"
+    "/delete - erase everything I hold about you\n"
+    "/cancel - leave the current question; nothing half-done is kept\n"
+    "I am not a diagnosis or a clinician. Stop an exercise that causes sharp pain and see a "
+    "physiotherapist or doctor if you are worried."
+)
+STAFF_HELP = (
+    "Coach commands: /invite (a code for a new patient; /invite revoke CODE), /patients "
+    "[page], /broadcast (preview, then send now or schedule), /clear USER [level] (lift a "
+    "patient's hold after a referral or pain pause).\n"
+    "Admin commands: /grant coach USER, /revoke coach USER, /stats [7d|30d|90d|all], "
+    "/export [7d|30d|90d|all] (CSV).\n"
+    "USER is a channel id such as telegram:123456. Patients' commands: /help."
+)
+# The command menu a channel shows (Telegram's setMyCommands): the patient's commands.
+MENU: tuple[tuple[str, str], ...] = (
+    ("today", "today's exercises; report how it went"),
+    ("how", "see how an exercise is done"),
+    ("pain", "report your knee pain now"),
+    ("progress", "your chart: sessions, pain, level"),
+    ("settings", "reminder time, days or timezone"),
+    ("pause", "pause the reminders"),
+    ("resume", "start the reminders again"),
+    ("stop", "stop the program"),
+    ("mydata", "everything I hold about you, as a file"),
+    ("delete", "erase everything I hold about you"),
+    ("cancel", "leave the current question"),
+    ("help", "what I can do"),
+)
+_NOT_ACTIVE = {
+    "paused": "Your program is paused. Send /resume to start again.",
+    "stopped": "Your program is stopped. Send /resume to start again.",
+    "referred": ("Your program is paused until a clinician has seen your knee. After that, "
+                 "send /resume."),
+    "active": "",
+}
+
+Role = Literal["coach", "admin"]
+Handler = Callable[[Ctx], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class Command:
+    handler: Handler
+    enrolled: bool = False  # the patient has finished setting up (ENROLLED)
+    role: Role | None = None  # only coaches (admins too) or only admins
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, *, enrolled: bool = False, role: Role | None = None
+            ) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name] = Command(handler, enrolled, role)
+        return handler
+    return register
+
+
+async def run(ctx: Ctx, name: str) -> str | None:
+    """The command's answer, once its guards let it through."""
+    found = COMMANDS.get(name)
+    if found is None:
+        ctx.say(f"I do not know /{name}. /help lists what I can do.")
+        return REASK
+    if found.role is not None and not (staff.is_coach(ctx) if found.role == "coach"
+                                       else ctx.admin):
+        refuse(ctx, found.role)
+        return REASK
+    if found.enrolled and ctx.user.status not in ENROLLED:
+        return finish_setting_up(ctx)
+    return await found.handler(ctx)
+
+
+def refuse(ctx: Ctx, role: Role) -> None:
+    """The guard of the staff commands: a clear answer, a log line and an audit entry."""
+    log.warning("refused /%s for %s (not %s)", ctx.inbound.command, ctx.user.display_id, role)
+    ctx.repo.audit(ctx.user.display_id, "refused", ctx.now, command=ctx.inbound.command or "")
+    ctx.say(f"Sorry, /{ctx.inbound.command} is only for "
+            f"{'coaches' if role == 'coach' else 'admins'}.")
+
+
+def finish_setting_up(ctx: Ctx) -> str:
+    """The guard of the commands for enrolled patients."""
+    ctx.say("Let us finish setting up first.")
+    return "onboarding:consent" if ctx.flow == "idle" else REASK
+
+
+# --- everyone -------------------------------------------------------------------------------
+@command("start")
+async def start(ctx: Ctx) -> str | None:
+    if ctx.inbound.args and ctx.user.consent_at is not None:
+        await staff.attach(ctx, ctx.inbound.args[0])
+    elif ctx.inbound.args and ctx.user.status == "pending":
+        await staff.hold_invite(ctx, ctx.inbound.args[0])
+        return "onboarding:consent"  # keeps the code with the step
+    if ctx.user.status == "staff":
+        ctx.say(STAFF_HELP)
+        return STAY
+    if ctx.user.status in ("pending", "onboarding"):
+        if ctx.flow == "onboarding":
+            ctx.say("Welcome back; here is where we were.")
+            return REASK
+        if ctx.user.status == "onboarding":  # consented, then cancelled the questions
+            ctx.say("Let us go through the questions from the start.")
+            return onboarding.start_screen(ctx)
+        return "onboarding:consent"
+    if ctx.user.status == "referred":
+        return await resume(ctx)
+    ctx.say("You are already set up. /today shows today's exercises; /help lists everything.")
+    return STAY
+
+
+@command("help")
+async def help_(ctx: Ctx) -> str | None:
+    ctx.say(HELP)
+    return REASK
+
+
+@command("cancel")
+async def cancel(ctx: Ctx) -> str | None:
+    if ctx.flow == "idle":
+        ctx.say("There is nothing to cancel. /help lists what I can do.")
+        return STAY
+    ctx.say("Cancelled. Nothing from that conversation was saved." +
+            (" Send /start to continue setting up." if ctx.user.status in (
+                "pending", "onboarding") else ""))
+    return None
+
+
+@command("how")
+async def how(ctx: Ctx) -> str | None:
+    await howto.command(ctx)
+    return REASK
+
+
+@command("mydata")
+async def mydata(ctx: Ctx) -> str | None:
+    await account.export(ctx)
+    return REASK
+
+
+@command("delete")
+async def delete(ctx: Ctx) -> str | None:
+    ctx.answers = {}
+    return "delete:confirm"
+
+
+@command("join")
+async def join(ctx: Ctx) -> str | None:
+    await staff.join(ctx)
+    return REASK
+
+
+@command("stop")
+async def stop(ctx: Ctx) -> str | None:
+    if ctx.user.status in ("pending", "onboarding"):
+        return await account.stop_onboarding(ctx)
+    if ctx.user.status not in ENROLLED:  # staff: the enrolled patients' guard, after the above
+        return finish_setting_up(ctx)
+    ctx.answers = {}
+    return "stop:confirm"
+
+
+# --- enrolled patients ------------------------------------------------------------------------
+@command("today", enrolled=True)
+async def today(ctx: Ctx) -> str | None:
+    if ctx.user.status != "active":
+        ctx.say(_NOT_ACTIVE[ctx.user.status])
+        return STAY
+    return await session.open_today(ctx)
+
+
+@command("pain", enrolled=True)
+async def pain(ctx: Ctx) -> str | None:
+    ctx.answers = {}
+    return "pain:now"
+
+
+@command("settings", enrolled=True)
+async def settings(ctx: Ctx) -> str | None:
+    ctx.answers = {}
+    return "settings:what"
+
+
+@command("progress", enrolled=True)
+async def progress_(ctx: Ctx) -> str | None:
+    await progress.show(ctx)
+    return REASK
+
+
+@command("pause", enrolled=True)
+async def pause(ctx: Ctx) -> str | None:
+    if ctx.user.status != "active":
+        ctx.say(_NOT_ACTIVE[ctx.user.status])
+        return STAY
+    ctx.user.status = "paused"
+    await account.reschedule(ctx)
+    ctx.say("Paused: no reminders until you send /resume.")
+    return REASK
+
+
+@command("resume", enrolled=True)
+async def resume(ctx: Ctx) -> str | None:
+    if ctx.user.status == "referred":
+        ctx.answers = {}
+        return await account.resume_held(ctx)
+    if ctx.user.status == "active":
+        ctx.say("Your program is running already. /today shows today's session.")
+        return STAY
+    ctx.user.status = "active"
+    await account.reschedule(ctx)
+    ctx.say(f"Welcome back. {account.schedule_line(ctx)} /today shows today's session.")
+    return REASK
+
+
+# --- coaches ---------------------------------------------------------------------------------
+@command("invite", role="coach")
+async def invite(ctx: Ctx) -> str | None:
+    await staff.invite(ctx)
+    return STAY
+
+
+@command("patients", role="coach")
+async def patients(ctx: Ctx) -> str | None:
+    await staff.patients(ctx)
+    return STAY
+
+
+@command("broadcast", role="coach")
+async def broadcast(ctx: Ctx) -> str | None:
+    recipients = await ctx.repo.patients_of(ctx.user.id, ("active",))
+    if not recipients:
+        ctx.say("You have no active patients to send to. /invite makes a code for them.")
+        return STAY
+    ctx.answers = {"recipients": len(recipients)}
+    return "broadcast:text"
+
+
+@command("clear", role="coach")
+async def clear(ctx: Ctx) -> str | None:
+    await staff.clear(ctx)
+    return STAY
+
+
+# --- admins ----------------------------------------------------------------------------------
+@command("grant", role="admin")
+async def grant(ctx: Ctx) -> str | None:
+    await staff.grant(ctx, give=True)
+    return STAY
+
+
+@command("revoke", role="admin")
+async def revoke(ctx: Ctx) -> str | None:
+    await staff.grant(ctx, give=False)
+    return STAY
+
+
+@command("stats", role="admin")
+async def stats(ctx: Ctx) -> str | None:
+    await statistics.stats(ctx)
+    return STAY
+
+
+@command("export", role="admin")
+async def export(ctx: Ctx) -> str | None:
+    await statistics.export(ctx)
+    return STAY
