@@ -19,8 +19,9 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bot.delivery import Blocked, OutboxSender, Progress, RetryLater, Undeliverable
+from bot.delivery import Blocked, Progress, RetryLater, Undeliverable
 from bot.scheduler import Scheduler, run_worker
+from bot.sender import OutboxSender
 from bot.settings import Settings
 from conftest import enrolled
 from conversations.clock import ManualClock
@@ -343,7 +344,7 @@ async def test_two_workers_claim_2000_due_prompts_and_send_each_once(
 KILLED_SENDER = """
 import asyncio, sys
 from datetime import datetime
-from bot.delivery import OutboxSender
+from bot.sender import OutboxSender
 from conversations.clock import ManualClock
 from storage.db import create_engine, sessionmaker
 

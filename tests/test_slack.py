@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.channels.slack import SlackChannel
-from bot.delivery import OutboxSender
 from bot.scheduler import Scheduler
+from bot.sender import OutboxSender
 from bot.settings import Settings
 from conftest import CLEAN_SCREEN
 from conversations.clock import ManualClock
