@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import TypeVar
 
 log = logging.getLogger(__name__)
@@ -40,3 +40,33 @@ async def at_start(what: str, call: Callable[[], Awaitable[T]], within: float,
             log.warning("%s failed (%s); trying again in %.1f s", what, answer, wait)
             await asyncio.sleep(wait)
             wait = min(wait * 2, 10.0)
+
+
+class InOrder:
+    """Work of one key (a chat, a user) runs one at a time in the order it came; different
+    keys' run concurrently. A key is forgotten when its last piece of work is done."""
+
+    def __init__(self) -> None:
+        self._keys: dict[Hashable, tuple[asyncio.Lock, int]] = {}
+        self._idle = asyncio.Event()  # set while no work is in hand
+        self._idle.set()
+
+    async def run(self, key: Hashable, work: Awaitable[T]) -> T:
+        lock, waiting = self._keys.get(key, (asyncio.Lock(), 0))
+        self._keys[key] = (lock, waiting + 1)
+        self._idle.clear()
+        try:
+            async with lock:
+                return await work
+        finally:
+            lock, waiting = self._keys[key]
+            if waiting == 1:
+                del self._keys[key]
+            else:
+                self._keys[key] = (lock, waiting - 1)
+            if not self._keys:
+                self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no work is in hand."""
+        await self._idle.wait()

@@ -46,7 +46,7 @@ from telegram.ext import (
 from telegram.request import HTTPXRequest
 
 from bot import logs, metrics
-from bot.channels import StartupError, at_start
+from bot.channels import InOrder, StartupError, at_start
 from bot.delivery import (
     Blocked,
     DeliveryError,
@@ -213,22 +213,12 @@ class PerChat(BaseUpdateProcessor):
 
     def __init__(self, max_concurrent_updates: int) -> None:
         super().__init__(max_concurrent_updates)
-        self._chats: dict[object, tuple[asyncio.Lock, int]] = {}
+        self._chats = InOrder()
 
     async def do_process_update(self, update: object, coroutine: Any) -> None:
         chat = update.effective_chat.id if isinstance(update, Update) and (
             update.effective_chat) else None
-        lock, users = self._chats.get(chat, (asyncio.Lock(), 0))
-        self._chats[chat] = (lock, users + 1)
-        try:
-            async with lock:
-                await coroutine
-        finally:
-            lock, users = self._chats[chat]
-            if users == 1:
-                del self._chats[chat]
-            else:
-                self._chats[chat] = (lock, users - 1)
+        await self._chats.run(chat, coroutine)
 
     async def initialize(self) -> None:
         pass
