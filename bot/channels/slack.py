@@ -23,6 +23,8 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot import logs, metrics
 from bot.channels import InOrder, at_start
@@ -171,6 +173,8 @@ def _client(settings: Settings) -> AsyncWebClient:
 class SlackChannel:
     """The bolt app: listeners turn Slack's requests into `Inbound` for the engine."""
 
+    name = "slack"
+
     def __init__(self, settings: Settings, engine: Engine, *,
                  server: WebServer | None = None) -> None:
         """`server`: the process's web server for /slack/events; without one, HTTP mode
@@ -199,8 +203,10 @@ class SlackChannel:
             server.add_post("/slack/events", self._http)
 
     @staticmethod
-    def deliverer(settings: Settings) -> SlackDeliverer:
-        """A deliverer for the outbox sender alone."""
+    def deliverer(settings: Settings, sessions: async_sessionmaker[DbSession] | None = None
+                  ) -> SlackDeliverer:
+        """A deliverer for the outbox sender alone (Slack keeps no uploads by id: `sessions`
+        is not needed)."""
         return SlackDeliverer(_client(settings))
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -303,3 +309,6 @@ class SlackChannel:
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error("slack request %s failed", body.get("event_id") or body.get("trigger_id"),
                   exc_info=error)
+
+
+CHANNEL = SlackChannel

@@ -81,6 +81,8 @@ class PerChat(BaseUpdateProcessor):
 class TelegramChannel:
     """The bot: a PTB Application whose handlers turn updates into `Inbound` for the engine."""
 
+    name = "telegram"
+
     def __init__(self, settings: Settings, engine: Engine, *, poll_timeout: int = 10,
                  server: WebServer | None = None) -> None:
         """`server`: the process's web server for the webhook route; without one, webhook
@@ -296,3 +298,6 @@ class TelegramChannel:
                                                   text=APOLOGY))
         except DeliveryError as exc:
             log.info("could not apologise in chat %s: %s", chat.id, exc)
+
+
+CHANNEL = TelegramChannel

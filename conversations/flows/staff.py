@@ -12,11 +12,10 @@ import re
 import secrets
 from collections import defaultdict
 from datetime import date, datetime, timedelta
-from typing import get_args
 
 from conversations.flow import Ctx, Flow, Step
 from conversations.flows import holds
-from conversations.messages import ButtonToken, Channel, Document, Outbound
+from conversations.messages import CHANNEL_NAME, ButtonToken, Document, Outbound
 from conversations.numbers import whole
 from conversations.questions import Question, choices
 from conversations.schedule import local_datetime, zone
@@ -206,7 +205,7 @@ def user_ref(ident: str, here: str) -> tuple[str, str] | None:
     channel, sep, user_id = ident.strip().partition(":")
     if not sep:
         channel, user_id = here, ident.strip()
-    if channel not in get_args(Channel) or not user_id or len(user_id) > 64:
+    if not CHANNEL_NAME.fullmatch(channel) or not user_id or len(user_id) > 64:
         return None
     return channel, user_id
 
