@@ -32,7 +32,7 @@ from aiohttp import ClientSession, web  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from bot.channels.telegram import TelegramChannel  # noqa: E402
-from bot.delivery import OutboxSender  # noqa: E402
+from bot.sender import OutboxSender  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from conversations.clock import SystemClock  # noqa: E402
 from conversations.messages import Outbound  # noqa: E402

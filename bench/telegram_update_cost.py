@@ -33,7 +33,8 @@ from aiohttp import ClientSession, web  # noqa: E402
 from telegram import Update  # noqa: E402
 from telegram.ext import Application, ContextTypes, MessageHandler, filters  # noqa: E402
 
-from bot.channels.telegram import PerChat, TelegramChannel, _bot_request  # noqa: E402
+from bot.channels.telegram import PerChat, TelegramChannel  # noqa: E402
+from bot.channels.telegram_send import bot_request  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from conversations.clock import SystemClock  # noqa: E402
 from conversations.engine import Engine  # noqa: E402
@@ -136,7 +137,7 @@ async def kneecoach(root: str, users: int, rounds: int, samples: int) -> dict[st
 async def echo_bot(root: str, users: int, rounds: int, samples: int) -> dict[str, float]:
     # The same transport and update processing as kneecoach's, so the difference is ours.
     app = (Application.builder().token(TOKEN).base_url(f"{root}/bot")
-           .request(_bot_request(10.0)).get_updates_request(_bot_request(20.0))
+           .request(bot_request(10.0)).get_updates_request(bot_request(20.0))
            .concurrent_updates(PerChat(256)).build())
     app.add_handler(MessageHandler(filters.TEXT, echo))
     async with app:

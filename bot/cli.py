@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import logging
 import signal
@@ -12,15 +13,15 @@ import threading
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
+from bot import channels as registry
 from bot import logs
-from bot.channels import StartupError
-from bot.channels.console import FILES_DIR, ConsoleChannel, remove_files
+from bot.channels import Channel, StartupError
+from bot.channels.console import FILES_DIR, TERMINAL, ConsoleChannel, remove_files
 from bot.delivery import Deliverer
 from bot.settings import Settings, SettingsError, load_settings
 from conversations.clock import Clock, SystemClock
@@ -46,10 +47,6 @@ from storage.models import Base, display_id
 from storage.repository import Repository
 from storage.stats import compute
 
-if TYPE_CHECKING:  # imported when served: the terminal chat starts without them
-    from bot.channels.slack import SlackChannel
-    from bot.channels.telegram import TelegramChannel
-
 log = logging.getLogger("kneecoach")
 
 
@@ -60,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                     "and not a replacement for a clinician.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="start the bot (the terminal chat when no token is set)")
-    run.add_argument("--channel", choices=("console", "telegram", "slack"),
+    run.add_argument("--channel", choices=registry.names(),
                      help="which channel to run; default: every one whose token is set, else "
                           "the terminal")
     run.add_argument("--worker", action="store_true",
@@ -134,26 +131,19 @@ def _channels(settings: Settings, chosen: str | None) -> list[str]:
     terminal."""
     if chosen:
         return [chosen]
-    found = [name for name, token in (("telegram", settings.telegram_token),
-                                      ("slack", settings.slack_bot_token)) if token]
-    return found or ["console"]
+    return settings.chats or [TERMINAL]
 
 
 async def _run(settings: Settings, program: Program, args: argparse.Namespace) -> int:
     channels = _channels(settings, args.channel)
-    missing = [variable for channel, variable, value in (
-        ("telegram", "KNEECOACH_TELEGRAM_TOKEN", settings.telegram_token),
-        ("slack", "KNEECOACH_SLACK_BOT_TOKEN", settings.slack_bot_token),
-        ("slack", "KNEECOACH_SLACK_SIGNING_SECRET (or KNEECOACH_SLACK_APP_TOKEN)",
-         settings.slack_signing_secret or settings.slack_app_token))
-        if channel in channels and not value]
+    missing = [variable for variable in map(settings.missing, channels) if variable]
     if missing:
         print(f"kneecoach: {missing[0]} is not set", file=sys.stderr)
         return 2
     if not settings.keys:
         plain = "KNEECOACH_ENCRYPTION_KEYS is not set: health data is stored in plain text"
         log.warning(plain)
-        if channels == ["console"] and not args.worker:  # its log is a file: say it once here
+        if channels == [TERMINAL] and not args.worker:  # its log is a file: say it once here
             print(f"kneecoach: WARNING: {plain}", file=sys.stderr)
     database = await _database(settings)
     sessions = sessionmaker(database)
@@ -166,8 +156,8 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
     warming = None if args.worker else asyncio.create_task(
         asyncio.to_thread(demos.warm, program, drawn))
     try:
-        if channels == ["console"] and not args.worker:
-            log.info("kneecoach running: console")
+        if channels == [TERMINAL] and not args.worker:
+            log.info("kneecoach running: %s", TERMINAL)
             await ConsoleChannel(engine, (args.user or getpass.getuser())[:64]).run()
         else:
             await _serve(settings, sessions, program, engine, clock,
@@ -197,8 +187,6 @@ async def serve(settings: Settings, sessions: async_sessionmaker[DbSession], pro
                 engine: Engine, clock: Clock, channels: list[str], stop: asyncio.Event) -> None:
     """Chat channels, the scheduler and sender, and the one web server (webhooks, Slack
     events, /healthz, /metrics), until `stop` is set."""
-    from bot.channels.slack import SlackChannel
-    from bot.channels.telegram import TelegramChannel
     from bot.metrics import Heartbeat
     from bot.scheduler import run_worker
     from bot.web import WebServer
@@ -206,23 +194,16 @@ async def serve(settings: Settings, sessions: async_sessionmaker[DbSession], pro
     heartbeat = Heartbeat(clock)
     server = WebServer(*settings.listen_host_port, sessions=sessions, heartbeat=heartbeat,
                        tick_seconds=settings.tick_seconds)
-    deliverers: dict[str, Deliverer] = {}
-    if settings.telegram_token:
-        deliverers["telegram"] = TelegramChannel.deliverer(settings, sessions)
-    if settings.slack_bot_token:
-        deliverers["slack"] = SlackChannel.deliverer(settings)
-    chats: list[TelegramChannel | SlackChannel] = []
-    if "telegram" in channels:
-        chats.append(TelegramChannel(settings, engine, server=server))
-    if "slack" in channels:
-        chats.append(SlackChannel(settings, engine, server=server))
+    deliverers: dict[str, Deliverer] = {
+        name: registry.served(name).deliverer(settings, sessions) for name in settings.chats}
+    chats = [registry.served(name)(settings, engine, server=server) for name in channels]
     try:  # routes are all added: the router is frozen from here
         await server.start()
     except OSError as exc:
         raise StartupError(f"cannot listen on {settings.listen} (KNEECOACH_LISTEN): "
                            f"{exc.strerror}", 1) from None
     try:
-        started: list[TelegramChannel | SlackChannel] = []
+        started: list[Channel] = []
         try:  # every channel is up (or start-up fails) before any work begins
             for chat in chats:
                 await chat.start()
@@ -239,7 +220,7 @@ async def serve(settings: Settings, sessions: async_sessionmaker[DbSession], pro
         await server.stop()
 
 
-async def _until(channel: TelegramChannel | SlackChannel, stop: asyncio.Event) -> None:
+async def _until(channel: Channel, stop: asyncio.Event) -> None:
     """Serve a started chat channel until `stop` is set, then let it finish what it has in
     hand."""
     try:
@@ -261,8 +242,8 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> int:
                 since = None if days is None else today - timedelta(days=days - 1)
                 print(render(await compute(db, since, today), args.format))
                 return 0
-            ref = user_ref(args.user, "console")  # the command line is a terminal
-            if ref is None:
+            ref = user_ref(args.user, TERMINAL)  # the command line is a terminal
+            if ref is None or ref[0] not in registry.names():
                 print(f"kneecoach: {args.user[:80]!r} is not a user: give channel:id, e.g. "
                       "telegram:123456, or a terminal name (bob means console:bob)",
                       file=sys.stderr)
@@ -283,7 +264,7 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> int:
                     return 1
                 await repo.erase_user(user.id)
                 repo.audit("command line", "erasure", now, channel=channel)
-                if channel == "console":
+                if channel == TERMINAL:
                     remove_files(Path.cwd() / FILES_DIR, user_id)
                 print(f"kneecoach: erased everything held about {name}")
                 return 0
@@ -350,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"directory {folder}", file=sys.stderr)
         return 1
     console = args.command == "run" and not args.worker and _channels(
-        settings, args.channel) == ["console"]
+        settings, args.channel) == [TERMINAL]
     logs.setup(settings.log_level, settings.log_format, settings.secrets,
                file=(args.log_file or _beside_database(settings.database_url)) if console
                else None)
@@ -361,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_rotate_key(settings))
         if args.command in ("grant", "revoke", "stats", "erase"):
             return asyncio.run(_admin(settings, args))
+        # What start-up built (the libraries, the program) lives until the exit: frozen, the
+        # interpreter's last collections skip it, which took seconds of a SIGTERM's teardown.
+        gc.freeze()
         try:
             return asyncio.run(_run(settings, program, args))
         except KeyboardInterrupt:

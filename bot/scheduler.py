@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot import metrics
-from bot.delivery import Deliverer, OutboxSender
+from bot.delivery import Deliverer
+from bot.sender import OutboxSender
 from bot.settings import Settings
 from conversations.clock import Clock
 from conversations.program.data import Program

@@ -104,6 +104,24 @@ class Settings(BaseSettings):
             key.strip() for key in (self.encryption_keys.get_secret_value().split(",")
                                     if self.encryption_keys else ()) if key.strip()]
 
+    def _needs(self) -> dict[str, list[tuple[str, bool]]]:
+        """What each chat channel needs to run, its token first (set: the channel is on)."""
+        return {
+            "telegram": [("KNEECOACH_TELEGRAM_TOKEN", self.telegram_token is not None)],
+            "slack": [("KNEECOACH_SLACK_BOT_TOKEN", self.slack_bot_token is not None),
+                      ("KNEECOACH_SLACK_SIGNING_SECRET (or KNEECOACH_SLACK_APP_TOKEN)",
+                       bool(self.slack_signing_secret or self.slack_app_token))]}
+
+    @property
+    def chats(self) -> list[str]:
+        """The chat channels whose token is set: each runs by default, and the outbox sender
+        sends to it (a worker too)."""
+        return [name for name, needs in self._needs().items() if needs[0][1]]
+
+    def missing(self, channel: str) -> str | None:
+        """The first variable `channel` still needs to run; None when it can."""
+        return next((name for name, ok in self._needs().get(channel, []) if not ok), None)
+
     @property
     def listen_host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")

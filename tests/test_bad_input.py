@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from conftest import CLEAN_SCREEN, WORST_AT, Patient, enrolled
 from conversations.clock import ManualClock
 from conversations.engine import FLOWS, Engine
-from conversations.messages import ButtonToken, Inbound
+from conversations.messages import ButtonToken, Inbound, Outbound
 from conversations.program.data import Program
 from storage.models import ConversationState, PainReport, ProgramState, Session, User
 
@@ -203,6 +203,15 @@ async def test_inbound_must_be_exactly_one_kind() -> None:
         Inbound(channel="console", user_id="u", chat_id="c", text="hi", button="x")
     with pytest.raises(ValueError):
         Inbound(channel="console", user_id="u", chat_id="c")
+
+
+@pytest.mark.parametrize("channel", ["", "x", "Telegram", "tele gram", "sms1", "a" * 17,
+                                     "telegram:1", "console\n"])
+def test_a_channel_is_a_short_lowercase_name(channel: str) -> None:
+    with pytest.raises(ValueError):
+        Inbound(channel=channel, user_id="u", chat_id="c", text="hi")
+    with pytest.raises(ValueError):
+        Outbound(channel=channel, chat_id="c", text="hi")
 
 
 # --- the bad-input corpus ------------------------------------------------------------------

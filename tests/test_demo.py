@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.channels.console import ConsoleChannel
 from bot.channels.telegram import TelegramChannel
-from bot.delivery import OutboxSender
+from bot.sender import OutboxSender
 from conftest import CLEAN_SCREEN, Patient, enrolled, telegram_settings
 from conversations import demo
 from conversations.clock import ManualClock

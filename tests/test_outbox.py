@@ -38,7 +38,7 @@ from storage.models import Outbox, User
 KILLED_SENDER = """
 import asyncio, sys
 from datetime import datetime
-from bot.delivery import OutboxSender
+from bot.sender import OutboxSender
 from conversations.clock import ManualClock
 from storage.db import create_engine, sessionmaker
 

@@ -18,12 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.channels.slack import SlackChannel
-from bot.delivery import OutboxSender
 from bot.scheduler import Scheduler
+from bot.sender import OutboxSender
 from bot.settings import Settings
 from conftest import CLEAN_SCREEN
 from conversations.clock import ManualClock
-from conversations.engine import Engine
+from conversations.engine import STALE_BUTTON, Engine
 from conversations.messages import Outbound
 from conversations.program.data import Program
 from conversations.program.screening import RED_FLAGS
@@ -95,6 +95,34 @@ async def test_the_red_flag_path(slack_api: SlackServer, slack_url: str,
     async with sessions() as db:
         user = await db.scalar(select(User).filter_by(channel_user_id="U0BOB"))
     assert user is not None and user.status == "referred"
+
+
+async def test_a_stale_press_takes_the_buttons_off_and_keeps_the_text(
+        slack_api: SlackServer, slack_url: str) -> None:
+    """The engine retires a pressed keyboard; the adapter only renders it (an edit without
+    text: the message as it read, without its buttons)."""
+    ivy = SlackPerson(slack_api, slack_url, "U0IVY")
+    await ivy.say("/start")
+    consent = ivy.question
+    await ivy.say("I agree")  # typed: the consent's buttons are still there
+    shown = consent.shown()
+    await ivy.press("I agree", consent)
+    assert consent.buttons() == {} and consent.shown() == shown
+    assert STALE_BUTTON in ivy.text
+
+
+async def test_show_me_how_keeps_the_session_keyboard(
+        slack_api: SlackServer, slack_url: str) -> None:
+    """The engine leaves the session's keyboard live (the other exercises' buttons): the
+    adapter took a pressed message's buttons off itself."""
+    jo = SlackPerson(slack_api, slack_url, "U0JO")
+    await onboard(jo)
+    await jo.command("today")
+    (session,) = [p for p in jo.new if p.shown().startswith("Today's session")]
+    label = "Show me how: Straight leg raise with the foot turned out"
+    await jo.press(label, session)
+    assert label in session.buttons()
+    assert "Straight leg raise with the foot turned out: 3 x 10" in jo.text
 
 
 async def test_wrongly_signed_and_stale_requests_are_refused_and_not_handled(

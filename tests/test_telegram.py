@@ -22,8 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.channels.telegram import APOLOGY, PRIVATE_ONLY, TelegramChannel
-from bot.delivery import OutboxSender, send_replies, split_text
+from bot.delivery import send_replies, split_text
 from bot.scheduler import Scheduler
+from bot.sender import OutboxSender
 from conftest import CLEAN_SCREEN, SIGNS_AT, WORST_AT, enrolled, telegram_settings
 from conversations.clock import ManualClock
 from conversations.commands import MENU

@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.channels.telegram import TelegramChannel
-from bot.delivery import OutboxSender
 from bot.scheduler import Scheduler
+from bot.sender import OutboxSender
 from conftest import CLEAN_SCREEN, Patient, enrolled, telegram_settings
 from conversations.clock import ManualClock
 from conversations.engine import Engine

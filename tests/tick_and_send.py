@@ -14,8 +14,9 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bot.delivery import OutboxSender, Progress
+from bot.delivery import Progress
 from bot.scheduler import Scheduler
+from bot.sender import OutboxSender
 from conversations.clock import ManualClock
 from conversations.messages import Outbound
 from conversations.program.data import Program

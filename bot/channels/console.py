@@ -4,17 +4,20 @@ in and reads plain lines out when stdin is not a terminal."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import sys
 from pathlib import Path
 from typing import TextIO
 
+from bot.delivery import Progress
 from bot.files import write_private
 from conversations.engine import Engine
 from conversations.messages import Button, Inbound, Outbound
 from conversations.numbers import whole
 
+TERMINAL = "console"  # the channel's name: the terminal is the one chat that needs no token
 FILES_DIR = "kneecoach-files"  # in the working folder: one folder per terminal user below it
 # Labels typed as they read: a number or a time ("5", "07:00") is never a button's position.
 _AS_TYPED = re.compile(r"^\d{1,2}(?::\d{2})?$", re.ASCII)
@@ -36,6 +39,11 @@ def remove_files(base: Path, user_id: str) -> bool:
 
 
 class ConsoleChannel:
+    """One person at the terminal; it renders its replies itself (it is its own deliverer),
+    and scheduled messages are not sent to it."""
+
+    name = channel = TERMINAL
+
     def __init__(self, engine: Engine, user_id: str, *, display_name: str = "",
                  stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
                  files_dir: Path | None = None) -> None:
@@ -47,8 +55,39 @@ class ConsoleChannel:
         self.files_dir = files_dir or Path.cwd() / FILES_DIR
         self.interactive = stdin.isatty()
         self._buttons: list[Button] = []
+        self.deliverer = self
+        self._reading: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
+        """Chat until the input ends (Ctrl-D, or the end of a script)."""
+        await self.start()
+        try:
+            await self.closed()
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        """Read the terminal in a task of its own."""
+        self._reading = asyncio.create_task(self._read())
+
+    async def closed(self) -> None:
+        """Return once the input has ended."""
+        if self._reading is not None:
+            await asyncio.shield(self._reading)
+
+    async def stop(self) -> None:
+        """Stop reading (a line in hand is dropped, its transaction rolled back)."""
+        if self._reading is not None:
+            self._reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reading
+
+    async def deliver(self, outbound: Outbound, start: int = 0,
+                      progress: Progress | None = None) -> str | None:
+        self.render(outbound)
+        return None
+
+    async def _read(self) -> None:
         if self.interactive:
             self._write(f"kneecoach in the terminal, as user '{self.user_id}'. Type /start to "
                         "begin, /help for commands, Ctrl-D to quit.")
@@ -61,15 +100,15 @@ class ConsoleChannel:
             if not line:
                 return
             for outbound in await self.engine.handle(self.inbound(line.rstrip("\r\n"))):
-                self.render(outbound)
+                await self.deliver(outbound)
 
     def inbound(self, line: str) -> Inbound:
         """A line that names a button (its label, or its number) presses it."""
         pressed = self._pick(line.strip())
         if pressed is not None:
-            return Inbound(channel="console", user_id=self.user_id, chat_id=self.user_id,
+            return Inbound(channel=TERMINAL, user_id=self.user_id, chat_id=self.user_id,
                            display_name=self.display_name, button=pressed.token)
-        return Inbound.parse_text("console", self.user_id, self.user_id, line,
+        return Inbound.parse_text(TERMINAL, self.user_id, self.user_id, line,
                                   display_name=self.display_name)
 
     def _pick(self, typed: str) -> Button | None:
@@ -122,3 +161,6 @@ class ConsoleChannel:
     def _write(self, text: str) -> None:
         self.stdout.write(text + "\n")
         self.stdout.flush()
+
+
+CHANNEL = ConsoleChannel

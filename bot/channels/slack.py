@@ -15,7 +15,6 @@ import asyncio
 import functools
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,9 +23,11 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot import logs, metrics
-from bot.channels import at_start
+from bot.channels import InOrder, at_start
 from bot.delivery import (
     Blocked,
     Part,
@@ -51,7 +52,6 @@ SECTION_CHARS = 3000  # Slack's limit for a section's text
 BLOCKS_PER_MESSAGE = 50
 BUTTONS_PER_ROW = 25  # elements in one actions block
 ACTION = re.compile(r"^kc_")
-PRESSES_KEPT = 10_000
 BLOCKED = {"channel_not_found", "is_archived", "account_inactive", "not_in_channel",
            "user_disabled", "cannot_dm_bot", "messages_tab_disabled"}
 
@@ -102,6 +102,10 @@ class SlackDeliverer:
 
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
+        # The messages whose buttons are being answered, by (chat, ts): their blocks without
+        # the buttons and their text. An edit without text shows them so (chat.update
+        # replaces every block, and Slack's press carries the message).
+        self.pressed: dict[tuple[str, str], tuple[list[dict[str, Any]], str]] = {}
 
     async def deliver(self, outbound: Outbound, start: int = 0,
                       progress: Progress | None = None) -> str | None:
@@ -121,12 +125,14 @@ class SlackDeliverer:
     def _parts(self, outbound: Outbound) -> list[Part]:
         chat = outbound.chat_id
         if outbound.edit_message_id is not None:
-            if not outbound.text:  # the buttons came off when it was pressed (see SlackChannel)
+            if outbound.text:
+                blocks, text = _sections(outbound.text)[:1], fit(outbound.text, SECTION_CHARS)
+            elif (chat, outbound.edit_message_id) in self.pressed:  # only the buttons off
+                blocks, text = self.pressed[chat, outbound.edit_message_id]
+            else:  # a message not pressed here: what it shows is not known, it stays
                 return []
             return [functools.partial(self._call, self.client.chat_update, channel=chat,
-                                      ts=outbound.edit_message_id,
-                                      text=fit(outbound.text, SECTION_CHARS),
-                                      blocks=_sections(outbound.text)[:1])]
+                                      ts=outbound.edit_message_id, text=text, blocks=blocks)]
         sections, actions = _sections(outbound.text), _actions(outbound)
         room = BLOCKS_PER_MESSAGE - len(actions)
         messages = [sections[n:n + room] for n in range(0, len(sections), room)] or [[]]
@@ -167,6 +173,8 @@ def _client(settings: Settings) -> AsyncWebClient:
 class SlackChannel:
     """The bolt app: listeners turn Slack's requests into `Inbound` for the engine."""
 
+    name = "slack"
+
     def __init__(self, settings: Settings, engine: Engine, *,
                  server: WebServer | None = None) -> None:
         """`server`: the process's web server for /slack/events; without one, HTTP mode
@@ -186,11 +194,8 @@ class SlackChannel:
         self.app.action(ACTION)(self._on_press)
         self.app.command("/kneecoach")(self._on_command)
         self.app.error(self._on_error)
-        self._users: dict[str, tuple[asyncio.Lock, int]] = {}
-        self._idle = asyncio.Event()  # set while no request is in hand
-        self._idle.set()
+        self._users = InOrder()  # bolt runs each request in a task: one user's in order
         self._socket: Any = None
-        self._presses: OrderedDict[str, None] = OrderedDict()  # recent press ids, oldest first
         self._own_server: WebServer | None = None
         if settings.slack_app_token is None:
             if server is None:
@@ -198,8 +203,10 @@ class SlackChannel:
             server.add_post("/slack/events", self._http)
 
     @staticmethod
-    def deliverer(settings: Settings) -> SlackDeliverer:
-        """A deliverer for the outbox sender alone."""
+    def deliverer(settings: Settings, sessions: async_sessionmaker[DbSession] | None = None
+                  ) -> SlackDeliverer:
+        """A deliverer for the outbox sender alone (Slack keeps no uploads by id: `sessions`
+        is not needed)."""
         return SlackDeliverer(_client(settings))
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -225,7 +232,7 @@ class SlackChannel:
             await self._socket.close_async()
         if self._own_server is not None:
             await self._own_server.stop()
-        await self._idle.wait()  # requests already acknowledged are finished
+        await self._users.idle()  # requests already acknowledged are finished
 
     async def _http(self, request: web.Request) -> web.Response:
         # Bolt's verifier calls int() on this header and answers 500 to "abc": a malformed
@@ -237,23 +244,6 @@ class SlackChannel:
             await to_bolt_request(request)))
 
     # --- requests ------------------------------------------------------------------------
-    async def _in_order(self, user: str, work: Callable[[], Awaitable[None]]) -> None:
-        """Bolt runs each request in a task of its own; one user's run one after another."""
-        lock, waiting = self._users.get(user, (asyncio.Lock(), 0))
-        self._users[user] = (lock, waiting + 1)
-        self._idle.clear()
-        try:
-            async with lock:
-                await work()
-        finally:
-            lock, waiting = self._users[user]
-            if waiting == 1:
-                del self._users[user]
-            else:
-                self._users[user] = (lock, waiting - 1)
-            if not self._users:
-                self._idle.set()
-
     async def _handle(self, inbound: Inbound) -> None:
         with (logs.handling(inbound.channel, inbound.user_id, inbound.update_id),
               metrics.handling(inbound.channel)):
@@ -268,42 +258,31 @@ class SlackChannel:
         inbound = Inbound.parse_text("slack", user, str(event["channel"]),
                                      str(event.get("text") or ""),
                                      update_id=str(body.get("event_id") or event.get("ts")))
-        await self._in_order(user, lambda: self._handle(inbound))
+        await self._users.run(user, self._handle(inbound))
 
     async def _on_press(self, ack: Callable[[], Awaitable[None]], body: dict[str, Any],
-                        action: dict[str, Any], client: AsyncWebClient) -> None:
+                        action: dict[str, Any]) -> None:
         await ack()
         user, channel = str(body["user"]["id"]), str(body.get("channel", {}).get("id", ""))
         message = body.get("message") or {}
         ts = message.get("ts")
-        update_id = f"action:{action.get('action_ts') or ts}"
-        if not channel or not action.get("value") or not self._first_press(update_id):
+        if not channel or not action.get("value"):
             return
+        inbound = Inbound(channel="slack", user_id=user, chat_id=channel,
+                          button=str(action["value"]),
+                          update_id=f"action:{action.get('action_ts') or ts}", message_id=ts)
+        pressed = (channel, str(ts))
 
-        async def work() -> None:
-            if ts:  # the pressed buttons come off at once, so they cannot be pressed twice
-                kept = [b for b in message.get("blocks", []) if b.get("type") != "actions"]
-                try:
-                    await client.chat_update(channel=channel, ts=ts, blocks=kept,
-                                             text=message.get("text") or " ")
-                except SlackApiError as exc:
-                    log.info("could not take the buttons off %s: %s", ts, exc)
-            await self._handle(Inbound(
-                channel="slack", user_id=user, chat_id=channel, button=str(action["value"]),
-                update_id=update_id, message_id=ts))
+        async def work() -> None:  # the engine's edit of the pressed message needs its blocks
+            self.deliverer.pressed[pressed] = (
+                [b for b in message.get("blocks", []) if b.get("type") != "actions"],
+                message.get("text") or " ")
+            try:
+                await self._handle(inbound)
+            finally:
+                del self.deliverer.pressed[pressed]
 
-        await self._in_order(user, work)
-
-    def _first_press(self, update_id: str) -> bool:
-        """False for a press redelivered to this process (Socket Mode resends an envelope
-        whose acknowledgement it missed): taking the buttons off again would put the stale
-        copy of the message over the answer shown in it. The engine drops the rest."""
-        if update_id in self._presses:
-            return False
-        self._presses[update_id] = None
-        if len(self._presses) > PRESSES_KEPT:
-            self._presses.popitem(last=False)
-        return True
+        await self._users.run(user, work())
 
     async def _on_command(self, ack: Callable[..., Awaitable[None]], command: dict[str, Any],
                           client: AsyncWebClient) -> None:
@@ -315,7 +294,7 @@ class SlackChannel:
         words = str(command.get("text") or "help").strip().lstrip("/") or "help"
         inbound = Inbound.parse_text("slack", user, channel, f"/{words}",
                                      update_id=f"command:{command.get('trigger_id')}")
-        await self._in_order(user, lambda: self._handle(inbound))
+        await self._users.run(user, self._handle(inbound))
 
     async def _on_home(self, event: dict[str, Any], client: AsyncWebClient) -> None:
         user = str(event["user"])
@@ -325,8 +304,11 @@ class SlackChannel:
             await client.views_publish(user_id=user, view={
                 "type": "home", "blocks": _sections(text)[:BLOCKS_PER_MESSAGE]})
 
-        await self._in_order(user, work)
+        await self._users.run(user, work())
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error("slack request %s failed", body.get("event_id") or body.get("trigger_id"),
                   exc_info=error)
+
+
+CHANNEL = SlackChannel

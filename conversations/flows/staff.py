@@ -9,12 +9,11 @@ import re
 import secrets
 from collections import defaultdict
 from datetime import date, datetime, timedelta
-from typing import get_args
 
 from conversations.alerts import named
 from conversations.context import Ctx
 from conversations.flows import holds
-from conversations.messages import ButtonToken, Channel, Outbound
+from conversations.messages import CHANNEL_NAME, ButtonToken, Outbound
 from conversations.numbers import whole
 from storage.models import Hold, Invite, User
 from storage.repository import Repository
@@ -162,7 +161,7 @@ def user_ref(ident: str, here: str) -> tuple[str, str] | None:
     channel, sep, user_id = ident.strip().partition(":")
     if not sep:
         channel, user_id = here, ident.strip()
-    if channel not in get_args(Channel) or not user_id or len(user_id) > 64:
+    if not CHANNEL_NAME.fullmatch(channel) or not user_id or len(user_id) > 64:
         return None
     return channel, user_id
 
