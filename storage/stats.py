@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, func, literal_column, select, text, update
+from sqlalchemy import BigInteger, Select, case, cast, func, literal_column, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
@@ -200,7 +200,9 @@ def _median(histogram: Counter[int]) -> float | None:
 def _counts(since: date | None) -> Select[Any]:
     """(coach, measure, count) from the tallies and from the rows the tick has not folded in
     yet (found through the partial indexes of the same condition)."""
-    folded = select(_tallies.c.coach_id, _tallies.c.measure, func.sum(_tallies.c.count))
+    # A whole number on PostgreSQL too, whose sum of a bigint is a numeric (a Decimal here).
+    folded = select(_tallies.c.coach_id, _tallies.c.measure,
+                    cast(func.sum(_tallies.c.count), BigInteger))
     sessions = select(_sessions.c.user_id, _sessions.c.status).where(UNTALLIED_SESSION)
     prompts = select(_outbox.c.user_id).where(UNTALLIED_PROMPT)
     if since is not None:
