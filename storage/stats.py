@@ -88,9 +88,13 @@ async def compute(db: DbSession, since: date | None, today: date) -> list[Stats]
 
     # Pain and Kujala changes come back as (coach, change, patients): a few hundred rows, from
     # which the medians follow, rather than a row per patient.
-    worst = (select(Session.user_id, func.max(Session.pain_during).label("worst"))
+    # Grouped by an expression ("+ 0"), not the column: SQLite then reads the last week from
+    # the covering ix_sessions_pain rather than walking every session in user order to spare
+    # itself a sort (3 s of 4 at 100,000 patients x 90 days).
+    patient = (Session.user_id + 0).label("user_id")
+    worst = (select(patient, func.max(Session.pain_during).label("worst"))
              .where(Session.day >= today - timedelta(days=6), Session.pain_during.is_not(None))
-             .group_by(Session.user_id).subquery())
+             .group_by(patient).subquery())
     pain_change = worst.c.worst - ProgramState.baseline_worst_pain
     pain = (select(_coach(User.coach_id), pain_change, func.count()).select_from(worst)
             .join(ProgramState, ProgramState.user_id == worst.c.user_id)
