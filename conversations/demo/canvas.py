@@ -1,26 +1,10 @@
-"""Moving demonstrations of the exercises: the program file's key poses drawn as a looping GIF.
-
-A figure of rounded, thick limbs (the working leg in its own colour) moves between the key poses
-with ease in and out, holds where the dose holds (a countdown shows the seconds), and the props
-are drawn. Where a side view cannot show what matters (the foot turned out, knees over toes,
-the ball squeeze, the knee opening) a small second view is drawn in the corner.
-
-Each GIF is drawn once and kept on disk under a hash of everything it shows, so a press of
-"Show me how" costs a file read. Drawn with matplotlib's Agg canvas (no pyplot, no display);
-only the moving artists are redrawn per frame (blitting), Pillow writes the GIF."""
+"""Drawing one exercise's frames: the caption, the figure at one scale, the small second
+view where a side view cannot show what matters, the phase underneath."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import math
-import os
-import tempfile
 import textwrap
-import threading
-from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -30,212 +14,30 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyArrow, Polygon, Rectangle
 from PIL import Image
 
-from conversations.program.data import Demo, Dose, Exercise, Leg, Pose, Program
+from conversations.demo.figure import (
+    ARM_R,
+    BACKGROUND,
+    BALL_R,
+    COLOURS,
+    HEAD_R,
+    LIMB_R,
+    ROLLER_R,
+    TRUNK_R,
+    Body,
+    Frame,
+    place,
+)
+from conversations.program.data import Dose, Exercise
 
-RENDERER_VERSION = "1"  # part of the cache key: bump when the drawing changes
 WIDTH_PX = 480
 FIGURE_MAX_PX = 330  # the figure's height at most; a lying figure is scaled by its width
 DETAIL_PX = 150  # the small second view, square
 LABEL_PX = 40  # the band under the floor where the phase is written
 DPI = 100
-FPS = 12
-MAX_BYTES = 1 << 20
-
-# Body proportions, in body heights.
-TRUNK, THIGH, SHANK, FOOT, HEEL = 0.30, 0.245, 0.245, 0.125, 0.035
-UPPER_ARM, FOREARM = 0.165, 0.16
-NECK, HEAD_R = 0.095, 0.062
-TRUNK_R, LIMB_R, ARM_R = 0.058, 0.036, 0.026
-ROLLER_R, BALL_R = 0.06, 0.05
-
-COLOURS = {
-    "body": "#2f4b7c",
-    "working": "#f28c28",
-    "other": "#9fb3c8",
-    "floor": "#8c8c8c",
-    "mat": "#d9e6df",
-    "foam_roller": "#1f9e89",
-    "ball": "#d7263d",
-    "wall": "#b8ad9a",
-    "chair": "#8d5b3a",
-    "text": "#1d1d1d",
-    "dose": "#b35c00",
-    "detail_bg": "#f4f4f4",
-    "guide": "#2e7d32",
-}
-BACKGROUND = "#ffffff"
-
-
-def _hex(colour: str) -> tuple[int, int, int]:
-    return (int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16))
-
-
-RGB = {name: _hex(value) for name, value in COLOURS.items()}
-
-
-# --- the figure's geometry --------------------------------------------------------------------
-def _unit(deg: float) -> np.ndarray:
-    """A direction given clockwise from straight up (90 is right, the way the figure faces)."""
-    rad = math.radians(deg)
-    return np.array([math.sin(rad), math.cos(rad)])
-
-
-@dataclass(frozen=True)
-class Body:
-    """Joint positions of one pose, before it is placed in the picture (pelvis at 0, 0)."""
-
-    points: dict[str, np.ndarray]
-
-    def moved(self, offset: np.ndarray) -> Body:
-        return Body({k: v + offset for k, v in self.points.items()})
-
-
-def _leg(prefix: str, trunk: float, leg: Leg, pelvis: np.ndarray, foot_len: float
-         ) -> dict[str, np.ndarray]:
-    thigh = trunk + 180 - leg.hip
-    shank = thigh + leg.knee
-    foot = shank - 90 - leg.ankle
-    knee = pelvis + THIGH * _unit(thigh)
-    ankle = knee + SHANK * _unit(shank)
-    return {f"{prefix}_knee": knee, f"{prefix}_ankle": ankle,
-            f"{prefix}_heel": ankle - HEEL * _unit(foot),
-            f"{prefix}_toe": ankle + foot_len * _unit(foot)}
-
-
-def body(pose: Pose, view: str = "side") -> Body:
-    pelvis = np.zeros(2)
-    shoulder = pelvis + TRUNK * _unit(pose.trunk)
-    # The neck bends where the trunk tips head-down (a bridge): the head stays level.
-    neck = pose.trunk if -90 <= pose.trunk <= 90 else math.copysign(90, pose.trunk)
-    upper = pose.trunk + 180 - pose.arm.shoulder
-    # Lying on the side seen from the front, the feet point at the viewer: drawn short.
-    foot = FOOT * (0.45 if view == "front" else 1.0)
-    elbow = shoulder + UPPER_ARM * _unit(upper)
-    points = {"pelvis": pelvis, "shoulder": shoulder, "head": shoulder + NECK * _unit(neck),
-              "elbow": elbow, "hand": elbow + FOREARM * _unit(upper - pose.arm.elbow),
-              **_leg("w", pose.trunk, pose.working, pelvis, foot),
-              **_leg("o", pose.trunk, pose.other, pelvis, foot)}
-    return Body(points)
-
-
-def _radius(name: str) -> float:
-    return {"pelvis": TRUNK_R, "shoulder": TRUNK_R, "head": HEAD_R}.get(name, LIMB_R)
-
-
-def _lowest(b: Body) -> float:
-    return min(p[1] - _radius(name) for name, p in b.points.items())
-
-
-def _roller_centre(b: Body, along: float) -> np.ndarray:
-    """Under the working thigh, `along` of the way from hip to knee, on the floor side."""
-    hip, knee = b.points["pelvis"], b.points["w_knee"]
-    at = hip + (knee - hip) * (0.15 + 0.7 * along)
-    d = (knee - hip) / np.linalg.norm(knee - hip)
-    normal = np.array([d[1], -d[0]])
-    if normal[1] > 0:
-        normal = -normal
-    return at + normal * (LIMB_R + ROLLER_R)
-
-
-def place(demo: Demo, pose: Pose) -> tuple[Body, dict[str, np.ndarray]]:
-    """The pose placed in the picture: resting on the floor (the roller, if any, on it too)
-    and held at the demo's anchor, so a stance foot or a back against the wall stays put."""
-    b = body(pose, demo.view)
-    props: dict[str, np.ndarray] = {}
-    lowest = _lowest(b)
-    if "foam_roller" in demo.props:
-        roller = _roller_centre(b, pose.along)
-        lowest = min(lowest, roller[1] - ROLLER_R)
-    if demo.anchor == "other_foot":  # standing on it: the stance foot is on the floor
-        lowest = min(b.points[k][1] for k in ("o_heel", "o_toe", "o_ankle")) - LIMB_R
-    if demo.view == "above":  # seen from the ceiling: nothing rests on the picture's floor
-        lowest = min(p[1] for p in b.points.values()) - 0.25
-    dx = {
-        "pelvis": 0.0,
-        "other_foot": -b.points["o_ankle"][0],
-        "shoulders": -b.points["shoulder"][0],
-        "roller": -_roller_centre(b, pose.along)[0] if "foam_roller" in demo.props else 0.0,
-        "wall": -min(b.points["pelvis"][0], b.points["shoulder"][0]) + TRUNK_R,
-    }[demo.anchor]
-    b = b.moved(np.array([dx, -lowest]))
-    if "foam_roller" in demo.props:
-        props["foam_roller"] = _roller_centre(b, pose.along)
-    if "ball" in demo.props:
-        props["ball"] = (b.points["w_knee"] + b.points["o_knee"]) / 2
-    return b, props
-
-
-# --- timing -----------------------------------------------------------------------------------
-def _ease(t: float) -> float:
-    return 0.5 - 0.5 * math.cos(math.pi * t)
-
-
-def _mix(a: float, b: float, t: float) -> float:
-    return a + (b - a) * t
-
-
-def _blend(a: Pose, b: Pose, t: float) -> Pose:
-    def leg(x: Leg, y: Leg) -> Leg:
-        return Leg(hip=_mix(x.hip, y.hip, t), knee=_mix(x.knee, y.knee, t),
-                   ankle=_mix(x.ankle, y.ankle, t), turn_out=_mix(x.turn_out, y.turn_out, t))
-    return b.model_copy(update={
-        "trunk": _mix(a.trunk, b.trunk, t), "working": leg(a.working, b.working),
-        "other": leg(a.other, b.other), "along": _mix(a.along, b.along, t),
-        "arm": b.arm.model_copy(update={"shoulder": _mix(a.arm.shoulder, b.arm.shoulder, t),
-                                        "elbow": _mix(a.arm.elbow, b.arm.elbow, t)})})
-
-
-def hold_seconds(pose: Pose, dose: Dose | None) -> float:
-    if pose.hold != "dose":
-        return pose.hold
-    if dose is not None and dose.hold_seconds:
-        return float(dose.hold_seconds)
-    if dose is not None and dose.seconds and dose.reps is None:  # a timed hold: a stretch
-        return float(dose.seconds)
-    return 1.0
-
-
-@dataclass(frozen=True)
-class Frame:
-    pose: Pose
-    ms: int
-    label: str  # what the patient reads under the figure: the phase, or the hold's countdown
-    effort: float  # 0 at the first pose, 1 at the pose furthest from it
-
-
-def _distance(a: Pose, b: Pose) -> float:
-    pairs = [(a.trunk, b.trunk), (a.along * 90, b.along * 90)] + [
-        (getattr(getattr(a, leg), j), getattr(getattr(b, leg), j))
-        for leg in ("working", "other") for j in ("hip", "knee", "ankle", "turn_out")]
-    return math.sqrt(sum((x - y) ** 2 for x, y in pairs))
-
-
-def frames(demo: Demo, dose: Dose | None) -> list[Frame]:
-    """The loop: from each pose to the next (the last back to the first), then its hold."""
-    poses = list(demo.poses)
-    far = max(_distance(poses[0], p) for p in poses) or 1.0
-    out: list[Frame] = []
-    # From the first pose to the next ..., and back to the first: the loop closes there.
-    for n in [*range(1, len(poses)), 0]:
-        pose, previous = poses[n], poses[n - 1]
-        steps = round(pose.move * FPS)
-        for i in range(1, steps + 1):
-            p = _blend(previous, pose, _ease(i / steps))
-            out.append(Frame(p, round(1000 / FPS), pose.name, _distance(poses[0], p) / far))
-        hold = hold_seconds(pose, dose)
-        whole = int(hold)
-        effort = _distance(poses[0], pose) / far
-        if hold >= 2 and whole == hold:  # a countdown, one frame a second
-            out.extend(Frame(pose, 1000, f"hold {whole - i} s", effort) for i in range(whole))
-        elif hold > 0 and out and steps:  # the pose's last frame, shown longer
-            out[-1] = replace(out[-1], ms=out[-1].ms + round(hold * 1000))
-        elif hold > 0:
-            out.append(Frame(pose, round(hold * 1000), pose.name, effort))
-    return out
 
 
 # --- drawing ----------------------------------------------------------------------------------
-class _Canvas:
+class Canvas:
     """One exercise's picture: the static part drawn once, the moving artists per frame.
 
     Laid out in pixels: the caption on top, the small second view (if any) at the top right,
@@ -535,80 +337,3 @@ def _ellipse(cx: float, cy: float, rx: float, ry: float) -> list[tuple[float, fl
             for t in np.linspace(0, 2 * math.pi, 32)]
 
 
-# --- the product: a GIF, its frames' marks for tests, and the disk cache ----------------------
-@dataclass(frozen=True)
-class Clip:
-    gif: bytes
-    frames: int
-    # Per frame, where the working knee and each prop are drawn (pixels): for tests.
-    marks: list[dict[str, tuple[int, int]]]
-
-
-def render(exercise: Exercise, dose: Dose | None) -> Clip:
-    loop = frames(exercise.demo, dose)
-    canvas = _Canvas(exercise, dose, loop)
-    images, marks = [], []
-    for frame in loop:
-        images.append(canvas.draw(frame))
-        b, props = place(exercise.demo, frame.pose)
-        marks.append({"working_knee": canvas.pixel((b.points["w_knee"] + b.points["pelvis"])
-                                                   / 2),
-                      "trunk": canvas.pixel((b.points["pelvis"] + b.points["shoulder"]) / 2),
-                      "floor": canvas.pixel(np.array([canvas.x0, 0.0])),
-                      **{name: canvas.pixel(at) for name, at in props.items()}})
-    # One palette for the whole loop (taken from a frame where the figure is furthest moved,
-    # so every colour is in it), no dithering: flat colours, small files.
-    palette = images[len(images) // 2].quantize(colors=64, method=Image.Quantize.MEDIANCUT)
-    quantized = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in images]
-    buffer = io.BytesIO()
-    quantized[0].save(buffer, "GIF", save_all=True, append_images=quantized[1:],
-                      duration=[f.ms for f in loop], loop=0, optimize=False, disposal=1)
-    return Clip(buffer.getvalue(), len(loop), marks)
-
-
-def cache_key(exercise: Exercise, dose: Dose | None) -> str:
-    content = {"v": RENDERER_VERSION, "name": exercise.name,
-               "demo": exercise.demo.model_dump(mode="json"),
-               "dose": dose.model_dump(mode="json") if dose else None}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
-    return Path(root) / "kneecoach" / "demos"
-
-
-class DemoCache:
-    """GIFs on disk by content hash: drawn on first use, then read back."""
-
-    def __init__(self, directory: Path | None = None) -> None:
-        self.directory = directory or default_cache_dir()
-
-    def path(self, exercise: Exercise, dose: Dose | None) -> Path:
-        path = self.directory / f"{exercise.id}-{cache_key(exercise, dose)}.gif"
-        if not path.exists():
-            self.directory.mkdir(parents=True, exist_ok=True)
-            clip = render(exercise, dose)
-            # Written under another name, then renamed: a reader never sees half a file.
-            fd, temp = tempfile.mkstemp(dir=self.directory, suffix=".part")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(clip.gif)
-            os.replace(temp, path)
-        return path
-
-    def warm(self, program: Program, stop: threading.Event | None = None) -> int:
-        """Draw every exercise at every level's dose that is not on disk yet; stops early when
-        `stop` is set. Returns how many it drew."""
-        drawn = 0
-        for exercise in program.exercises:
-            if exercise.media is not None:
-                continue
-            doses = {cache_key(exercise, level.doses.get(exercise.id)):
-                     level.doses.get(exercise.id) for level in program.levels}
-            for key, dose in doses.items():
-                if stop is not None and stop.is_set():
-                    return drawn
-                if not (self.directory / f"{exercise.id}-{key}.gif").exists():
-                    self.path(exercise, dose)
-                    drawn += 1
-        return drawn
