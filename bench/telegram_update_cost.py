@@ -173,6 +173,9 @@ async def main() -> None:
     print(f"{'ratio':12}{theirs['rate'] / ours['rate']:12.2f}{ours['cpu'] / theirs['cpu']:15.2f}"
           f"{ours['p50'] / theirs['p50']:10.2f}{ours['p99'] / theirs['p99']:10.2f}"
           "   (kneecoach / echo bot; goal <= 1.5)")
+    print(f"ratios: p50_vs_echo={ours['p50'] / theirs['p50']:.2f} "
+          f"p99_vs_echo={ours['p99'] / theirs['p99']:.2f} "
+          f"cpu_vs_echo={ours['cpu'] / theirs['cpu']:.2f}")
 
 
 if __name__ == "__main__":

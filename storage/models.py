@@ -64,6 +64,7 @@ class Base(DeclarativeBase):
 UNTALLIED_SESSION = text("tallied_coach IS NULL AND status <> 'prompted'")
 UNTALLIED_PROMPT = text("tallied_coach IS NULL AND kind = 'prompt' AND status = 'sent'")
 PENDING = text("status = 'pending'")
+REPORTED = text("pain_during IS NOT NULL")
 
 
 def _user_fk() -> Any:
@@ -154,6 +155,9 @@ class Session(Base):
         UniqueConstraint("user_id", "day"),
         Index("ix_sessions_untallied", "tallied_coach", "day", sqlite_where=UNTALLIED_SESSION,
               postgresql_where=UNTALLIED_SESSION),
+        # Covers the statistics' last week of pain (storage/stats.py).
+        Index("ix_sessions_pain", "day", "user_id", "pain_during", sqlite_where=REPORTED,
+              postgresql_where=REPORTED),
     )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)

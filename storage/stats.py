@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, func, literal_column, select, text, update
+from sqlalchemy import BigInteger, Select, case, cast, func, literal_column, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
@@ -88,9 +88,13 @@ async def compute(db: DbSession, since: date | None, today: date) -> list[Stats]
 
     # Pain and Kujala changes come back as (coach, change, patients): a few hundred rows, from
     # which the medians follow, rather than a row per patient.
-    worst = (select(Session.user_id, func.max(Session.pain_during).label("worst"))
+    # Grouped by an expression ("+ 0"), not the column: SQLite then reads the last week from
+    # the covering ix_sessions_pain rather than walking every session in user order to spare
+    # itself a sort (3 s of 4 at 100,000 patients x 90 days).
+    patient = (Session.user_id + 0).label("user_id")
+    worst = (select(patient, func.max(Session.pain_during).label("worst"))
              .where(Session.day >= today - timedelta(days=6), Session.pain_during.is_not(None))
-             .group_by(Session.user_id).subquery())
+             .group_by(patient).subquery())
     pain_change = worst.c.worst - ProgramState.baseline_worst_pain
     pain = (select(_coach(User.coach_id), pain_change, func.count()).select_from(worst)
             .join(ProgramState, ProgramState.user_id == worst.c.user_id)
@@ -200,7 +204,9 @@ def _median(histogram: Counter[int]) -> float | None:
 def _counts(since: date | None) -> Select[Any]:
     """(coach, measure, count) from the tallies and from the rows the tick has not folded in
     yet (found through the partial indexes of the same condition)."""
-    folded = select(_tallies.c.coach_id, _tallies.c.measure, func.sum(_tallies.c.count))
+    # A whole number on PostgreSQL too, whose sum of a bigint is a numeric (a Decimal here).
+    folded = select(_tallies.c.coach_id, _tallies.c.measure,
+                    cast(func.sum(_tallies.c.count), BigInteger))
     sessions = select(_sessions.c.user_id, _sessions.c.status).where(UNTALLIED_SESSION)
     prompts = select(_outbox.c.user_id).where(UNTALLIED_PROMPT)
     if since is not None:
