@@ -70,7 +70,7 @@ async def coach_counts(db: DbSession) -> list[CoachCounts]:
     unread_ = (select(User.coach_id, func.count()).join(Message, Message.patient_id == User.id)
                .where(Message.sender == "patient", Message.read_at.is_(None))
                .group_by(User.coach_id))
-    counts = [dict((await db.execute(q)).tuples().all()) for q in (patients, holds, unread_)]
+    counts = [{coach: n for coach, n in await db.execute(q)} for q in (patients, holds, unread_)]
     coaches: Sequence[User] = (await db.scalars(select(User).where(or_(
         User.role == "coach", User.id.in_(select(User.coach_id).where(
             User.coach_id.is_not(None))))).order_by(User.id))).all()
