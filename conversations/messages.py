@@ -49,6 +49,8 @@ class Inbound(BaseModel):
     text: str | None = None
     command: str | None = Field(None, max_length=64)
     args: tuple[str, ...] = ()
+    # The arguments as typed, spacing and line breaks kept, for commands that take free text.
+    arg_text: str = ""
     button: str | None = None
     # The channel's own id for this update, so a redelivered update is handled once.
     update_id: str | None = None
@@ -82,7 +84,8 @@ class Inbound(BaseModel):
             # Telegram appends @botname in groups: /start@kneecoach_bot
             command = head.split("@", 1)[0].lower()[:64]
             return cls(channel=channel, user_id=user_id, chat_id=chat_id, command=command,
-                       args=tuple(args), **extra)  # type: ignore[arg-type]
+                       args=tuple(args), arg_text=stripped[1:].lstrip()[len(head):].lstrip(),
+                       **extra)  # type: ignore[arg-type]
         return cls(channel=channel, user_id=user_id, chat_id=chat_id, text=raw,
                    **extra)  # type: ignore[arg-type]
 

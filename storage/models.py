@@ -223,6 +223,25 @@ class Hold(Base):
     restart_level: Mapped[int | None] = mapped_column(Integer)
 
 
+class Message(Base):
+    """A message between a patient and their coach, kept in the patient's record. A
+    patient's message is unread until their coach opens the patient's file (or replies)."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ID, _user_fk(), index=True)
+    # The coach who wrote it or was written to; None once that coach's own data is erased.
+    coach_id: Mapped[int | None] = mapped_column(
+        ID, ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    sender: Mapped[str] = mapped_column(String(16))  # patient, coach
+    text: Mapped[str] = mapped_column(EncryptedText)
+    reply_to: Mapped[int | None] = mapped_column(ID)  # the patient's message it answers
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class Outbox(Base):
     """Messages queued for delivery. A row is claimed with a lease, then marked sent once."""
 
@@ -343,6 +362,7 @@ PERSONAL_TABLES: tuple[tuple[type[Base], str], ...] = (
     (PainReport, "user_id"),
     (ProgressionEvent, "user_id"),
     (Hold, "user_id"),
+    (Message, "patient_id"),
     (Outbox, "user_id"),
     (Invite, "coach_id"),
     (User, "id"),

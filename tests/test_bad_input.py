@@ -344,6 +344,8 @@ async def test_the_bad_input_corpus_in_every_state(
     await patient.send(f"/join {coach.text.split('Invite code: ')[1].split(' ')[0]}")
     assert "now connected" in patient.text
     await _walk(corpus, coach, "/broadcast", "Hello", "Schedule")
+    await _walk(corpus, patient, "/ask", "A question")  # messages between them
+    await _walk(corpus, coach, "/reply console:u1", "An answer")
     every = {(flow, step) for flow, steps in FLOWS.items() for step in steps}
     missing = every - corpus.covered
     assert not missing, sorted(missing)

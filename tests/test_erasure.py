@@ -43,6 +43,8 @@ async def test_delete_leaves_no_trace_in_any_table(
     code = coach.text.split("Invite code: ")[1].split(" ")[0]
     zed = await enrolled(staff_engine, "zed2301")
     await zed.send(f"/join {code}")
+    await zed.send("/ask A question from zed")  # a message, queued and audited
+    await coach.send("/reply console:zed2301 An answer")  # audit: message, naming zed
     await zed.send("/pain")
     await zed.send("9")  # a spike: referred, and the coach alerted about "Name of zed2301"
     await zed.send("/resume")  # a clear request about zed, to the coach
@@ -55,7 +57,8 @@ async def test_delete_leaves_no_trace_in_any_table(
     await admin.send("/revoke coach console:zed2301")
     before = await every_row(sessions)
     assert any("Name of zed2301" in row for row in before["outbox"])
-    assert sum("console:zed2301" in row for row in before["audit_log"]) >= 5
+    assert sum("console:zed2301" in row for row in before["audit_log"]) >= 7
+    assert len(before["messages"]) == 2
 
     await zed.send("/delete")
     await zed.send("DELETE")

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Literal
 
 from conversations.context import Ctx, Flow, Step
-from conversations.flows import holds, howto
+from conversations.flows import holds, howto, messages
 from conversations.flows.onboarding import refer
 from conversations.localtime import zone
 from conversations.program.rules import (
@@ -117,6 +117,7 @@ async def answer_status(ctx: Ctx, value: str) -> str | None:
         session.status, session.reported_at = "skipped", ctx.now
         ctx.say("Thanks for telling me. A skipped day is fine: missed days never change your "
                 "level by themselves.")
+        messages.offer(ctx)
         return None
     ctx.answers["status"] = value
     return "pain"
@@ -136,13 +137,13 @@ async def answer_pain_during(ctx: Ctx, value: str) -> str | None:
         program.next_check_at = check_due(session.day, ctx.user.timezone or "UTC",
                                           program.next_prompt_at)
     await ctx.repo.flush()
-    if await refer_if_warning(ctx, pain):
-        return None
-    decision = await _decide(ctx, "during")
-    if decision.action == "none":
-        ctx.say(f"Recorded: {_STATUS_WORDS[session.status]}, pain {pain}/10 "
-                f"({pain_zone(pain)}). Tomorrow morning I will ask how the knee feels.")
-    await apply_decision(ctx, decision)
+    if not await refer_if_warning(ctx, pain):
+        decision = await _decide(ctx, "during")
+        if decision.action == "none":
+            ctx.say(f"Recorded: {_STATUS_WORDS[session.status]}, pain {pain}/10 "
+                    f"({pain_zone(pain)}). Tomorrow morning I will ask how the knee feels.")
+        await apply_decision(ctx, decision)
+    messages.offer(ctx)
     return None
 
 

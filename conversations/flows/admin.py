@@ -1,0 +1,125 @@
+"""The admin's view of the coaches (/coaches) and moving a patient to another coach
+(/assign USER COACH): both coaches and the patient are told, and the move is audited by ids."""
+
+from __future__ import annotations
+
+from conversations.context import Ctx
+from conversations.flows.holds import named, who
+from conversations.flows.messages import message_button
+from conversations.flows.staff import find_user
+from conversations.messages import Outbound
+from conversations.numbers import whole
+from storage import messages
+from storage.messages import CoachCounts
+from storage.models import User
+
+PAGE = 20
+COACH_ROLES = ("coach", "admin")  # an admin may have patients of their own
+
+# What people read, kept together for the message catalogs.
+NO_COACHES = "There are no coaches yet. /grant coach USER makes one."
+COACHES = "Coaches (page {page} of {pages}, {count} in all):"
+NEXT = "Next: /coaches {page}"
+WITHOUT = "Without a coach"
+ASSIGN_USAGE = ("Usage: /assign USER COACH, both channel ids such as telegram:123456: moves "
+                "the patient USER to the coach COACH.")
+UNKNOWN = "I know nobody with the id {ident}. They must send /start to the bot first."
+NOT_PATIENT = ("{user} is not a patient who has agreed to the terms, so they cannot be "
+               "assigned a coach.")
+NOT_COACH = "{user} is not a coach. /grant coach {ident} makes them one first."
+ALREADY = "{patient} is with {coach} already."
+ASSIGNED = "{patient} is now with {coach}{before}. I have told {told}."
+TO_PATIENT = ("You are now with {coach} as your coach, who will see your progress and may send "
+              "you messages.")
+TO_NEW_COACH = "An admin has made you the coach of {patient}{notes}. /patients lists them."
+TO_OLD_COACH = "{patient} has moved to another coach ({coach}); you no longer see their progress."
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _line(row: CoachCounts) -> str:
+    counts = (f"{_plural(row.patients, 'patient')}, {_plural(row.open_holds, 'open hold')}, "
+              f"{_plural(row.unread, 'unread message')}")
+    return f"{named(row.coach) if row.coach else WITHOUT}: {counts}"
+
+
+async def coaches(ctx: Ctx) -> None:
+    """/coaches [page]: each coach with their patients, open holds and unread messages."""
+    rows = await messages.coach_counts(ctx.repo.db)
+    if not rows:
+        ctx.say(NO_COACHES)
+        return
+    args = ctx.inbound.args
+    pages = (len(rows) + PAGE - 1) // PAGE
+    page = min((whole(args[0], 1, 10**6 - 1) if args else None) or 1, pages)
+    count = sum(row.coach is not None for row in rows)
+    lines = [COACHES.format(page=page, pages=pages, count=count)]
+    lines += [f"{n}. {_line(row)}" if row.coach else _line(row)
+              for n, row in enumerate(rows[(page - 1) * PAGE: page * PAGE], (page - 1) * PAGE + 1)]
+    if page < pages:
+        lines.append(NEXT.format(page=page + 1))
+    ctx.say("\n".join(lines))
+
+
+async def assign(ctx: Ctx) -> None:
+    """/assign USER COACH: the patient moves to that coach; pending alerts and messages about
+    them to the former coach are dropped (the stored messages stay in the patient's file)."""
+    args = ctx.inbound.args
+    if len(args) != 2:
+        ctx.say(ASSIGN_USAGE)
+        return
+    patient, coach = await find_user(ctx, args[0]), await find_user(ctx, args[1])
+    for ident, found in ((args[0], patient), (args[1], coach)):
+        if found is None:
+            ctx.say(UNKNOWN.format(ident=ident[:64]))
+            return
+    assert patient is not None and coach is not None
+    if patient.role != "patient" or patient.consent_at is None:
+        ctx.say(NOT_PATIENT.format(user=named(patient)))
+        return
+    if coach.role not in COACH_ROLES:
+        ctx.say(NOT_COACH.format(user=named(coach), ident=who(coach)))
+        return
+    if patient.coach_id == coach.id:
+        ctx.say(ALREADY.format(patient=named(patient), coach=named(coach)))
+        return
+    former = await ctx.repo.user_by_id(patient.coach_id) if patient.coach_id else None
+    patient.coach_id = coach.id
+    ctx.repo.audit(who(ctx.user), "assign", ctx.now, patient=who(patient),
+                   former=who(former) if former else "", coach=who(coach))
+    await _tell(ctx, patient, TO_PATIENT.format(coach=coach.display_name or "a new coach"))
+    await _tell(ctx, coach, TO_NEW_COACH.format(patient=named(patient),
+                                                notes=await _notes(ctx, patient)), patient)
+    told = [named(patient), named(coach)]
+    if former is not None:
+        await messages.drop_pending(ctx.repo.db, former.id, patient.id)
+        await _tell(ctx, former, TO_OLD_COACH.format(patient=named(patient),
+                                                     coach=named(coach)), patient)
+        told.append(named(former))
+    ctx.say(ASSIGNED.format(patient=named(patient), coach=named(coach),
+                            before=f" (before: {named(former)})" if former else "",
+                            told=", ".join(told)))
+
+
+async def _notes(ctx: Ctx, patient: User) -> str:
+    """What the new coach should know at once: an open hold, unread messages."""
+    notes = []
+    hold = await ctx.repo.open_hold(patient.id)
+    if hold is not None:
+        notes.append(f"on hold since {hold.started_on:%d %b} (/clear {who(patient)} lifts it)")
+    unread = len(await messages.unread(ctx.repo.db, patient.id))
+    if unread:
+        notes.append(f"{_plural(unread, 'unread message')} in their file")
+    return f"; {', '.join(notes)}" if notes else ""
+
+
+async def _tell(ctx: Ctx, user: User, text: str, about: User | None = None) -> None:
+    """Queue a note; one `about` a patient to a coach is erased with that patient."""
+    buttons = message_button(user) if about is None else ()
+    await ctx.repo.enqueue(
+        user_id=user.id, channel=user.channel, chat_id=user.chat_id, kind="reply",
+        payload=Outbound(channel=user.channel, chat_id=user.chat_id,  # type: ignore[arg-type]
+                         text=text, buttons=buttons).model_dump(mode="json"), now=ctx.now,
+        about_id=about.id if about else None)
