@@ -18,7 +18,17 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from conversations.clock import Clock
 from conversations.demo import DemoCache
 from conversations.flow import ERASED, Ctx, Flow
-from conversations.flows import account, holds, howto, onboarding, progress, session, staff
+from conversations.flows import (
+    account,
+    admin,
+    holds,
+    howto,
+    messages,
+    onboarding,
+    progress,
+    session,
+    staff,
+)
 from conversations.messages import ButtonToken, Inbound, Outbound
 from conversations.program.data import Program
 from conversations.prompts import SNOOZE, prompt_message
@@ -30,7 +40,7 @@ from storage.repository import Repository, StaleState
 log = logging.getLogger(__name__)
 
 FLOWS: dict[str, Flow] = {"onboarding": onboarding.FLOW, **session.FLOWS, **account.FLOWS,
-                          **staff.FLOWS, **progress.FLOWS}
+                          **staff.FLOWS, **progress.FLOWS, **messages.FLOWS}
 
 ENROLLED = ("active", "paused", "referred", "stopped")
 
@@ -489,6 +499,40 @@ class Engine:
         if not await self._admin_only(ctx, state):
             await staff.stats(ctx)
 
+    async def _ask_coach(self, ctx: Ctx, state: ConversationState) -> None:
+        await self._go_or_reask(ctx, state, await messages.ask(ctx))
+
+    async def _reply(self, ctx: Ctx, state: ConversationState) -> None:
+        if not await self._coach_only(ctx, state):
+            await self._go_or_reask(ctx, state, await messages.reply(ctx))
+
+    async def _go_or_reask(self, ctx: Ctx, state: ConversationState, target: str | None
+                           ) -> None:
+        if target is None:
+            await self._reask(ctx, state)
+        else:
+            await self._goto(ctx, state, target)
+
+    async def _ask_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
+                          ) -> None:
+        target = await messages.press_ask(ctx, token)
+        if target is not None:
+            await self._goto(ctx, state, target)
+
+    async def _reply_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
+                            ) -> None:
+        target = await messages.press_reply(ctx, token)
+        if target is not None:
+            await self._goto(ctx, state, target)
+
+    async def _coaches(self, ctx: Ctx, state: ConversationState) -> None:
+        if not await self._admin_only(ctx, state):
+            await admin.coaches(ctx)
+
+    async def _assign(self, ctx: Ctx, state: ConversationState) -> None:
+        if not await self._admin_only(ctx, state):
+            await admin.assign(ctx)
+
     async def _export(self, ctx: Ctx, state: ConversationState) -> None:
         if not await self._admin_only(ctx, state):
             await staff.export(ctx)
@@ -526,9 +570,15 @@ COMMANDS: dict[str, Command] = {
     "revoke": Engine._revoke,
     "stats": Engine._stats,
     "export": Engine._export,
+    "ask": Engine._ask_coach,
+    "reply": Engine._reply,
+    "coaches": Engine._coaches,
+    "assign": Engine._assign,
 }
 SESSION_BUTTONS = {"prompt": Engine._prompt_button, "check": Engine._prompt_button,
-                   holds.CLEAR_STEP: Engine._clear_button, howto.STEP: Engine._how_button}
+                   holds.CLEAR_STEP: Engine._clear_button, howto.STEP: Engine._how_button,
+                   messages.ASK_STEP: Engine._ask_button,
+                   messages.REPLY_STEP: Engine._reply_button}
 
 
 def _reply(inbound: Inbound, text: str) -> Outbound:
