@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 from conversations.context import REASK, STAY, Ctx
-from conversations.flows import account, howto, onboarding, progress, session, staff, statistics
+from conversations.flows import (
+    account,
+    admin,
+    howto,
+    messages,
+    onboarding,
+    progress,
+    session,
+    staff,
+    statistics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +34,7 @@ HELP = (
     "/how - see how an exercise is done (/how 1 for the first)\n"
     "/pain - report your knee pain now\n"
     "/progress - your level, sessions and pain so far\n"
+    "/ask - write to your coach (/ask and your message)\n"
     "/settings - change reminder time, days or timezone\n"
     "/pause, /resume, /stop - pause, restart or stop the reminders\n"
     "/mydata - everything I hold about you, as a file\n"
@@ -35,9 +46,11 @@ HELP = (
 STAFF_HELP = (
     "Coach commands: /invite (a code for a new patient; /invite revoke CODE), /patients "
     "[page], /broadcast (preview, then send now or schedule), /clear USER [level] (lift a "
-    "patient's hold after a referral or pain pause).\n"
+    "patient's hold after a referral or pain pause), /reply USER text (answer a patient's "
+    "message; or press Reply under it).\n"
     "Admin commands: /grant coach USER, /revoke coach USER, /stats [7d|30d|90d|all], "
-    "/export [7d|30d|90d|all] (CSV).\n"
+    "/export [7d|30d|90d|all] (CSV), /coaches (each coach's patients, holds and unread "
+    "messages), /assign USER COACH (move a patient to another coach).\n"
     "USER is a channel id such as telegram:123456. Patients' commands: /help."
 )
 # The command menu a channel shows (Telegram's setMyCommands): the patient's commands.
@@ -190,6 +203,11 @@ async def stop(ctx: Ctx) -> str | None:
     return "stop:confirm"
 
 
+@command("ask")
+async def ask(ctx: Ctx) -> str | None:
+    return await messages.ask(ctx) or REASK
+
+
 # --- enrolled patients ------------------------------------------------------------------------
 @command("today", enrolled=True)
 async def today(ctx: Ctx) -> str | None:
@@ -271,6 +289,11 @@ async def clear(ctx: Ctx) -> str | None:
     return STAY
 
 
+@command("reply", role="coach")
+async def reply(ctx: Ctx) -> str | None:
+    return await messages.reply(ctx) or REASK
+
+
 # --- admins ----------------------------------------------------------------------------------
 @command("grant", role="admin")
 async def grant(ctx: Ctx) -> str | None:
@@ -293,4 +316,16 @@ async def stats(ctx: Ctx) -> str | None:
 @command("export", role="admin")
 async def export(ctx: Ctx) -> str | None:
     await statistics.export(ctx)
+    return STAY
+
+
+@command("coaches", role="admin")
+async def coaches(ctx: Ctx) -> str | None:
+    await admin.coaches(ctx)
+    return STAY
+
+
+@command("assign", role="admin")
+async def assign(ctx: Ctx) -> str | None:
+    await admin.assign(ctx)
     return STAY

@@ -23,6 +23,7 @@ from conversations.flows import (
     broadcast,
     holds,
     howto,
+    messages,
     onboarding,
     progress,
     session,
@@ -39,7 +40,7 @@ from storage.repository import Repository, StaleState
 log = logging.getLogger(__name__)
 
 FLOWS: dict[str, Flow] = {"onboarding": onboarding.FLOW, **session.FLOWS, **account.FLOWS,
-                          **broadcast.FLOWS, **progress.FLOWS}
+                          **broadcast.FLOWS, **progress.FLOWS, **messages.FLOWS}
 
 STALE_BUTTON = "That button belongs to an earlier question, so I ignored it."
 RETRY_LIMIT = 3
@@ -282,9 +283,18 @@ class Engine:
         self._retire(ctx)
         await staff.clear_button(ctx, token)
 
+    async def _message_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
+                              ) -> None:
+        press = messages.press_ask if token.step == messages.ASK_STEP else messages.press_reply
+        target = await press(ctx, token)
+        if target is not None:
+            await self._goto(ctx, state, target)
+
 
 SESSION_BUTTONS = {"prompt": Engine._prompt_button, "check": Engine._prompt_button,
-                   holds.CLEAR_STEP: Engine._clear_button, howto.STEP: Engine._how_button}
+                   holds.CLEAR_STEP: Engine._clear_button, howto.STEP: Engine._how_button,
+                   messages.ASK_STEP: Engine._message_button,
+                   messages.REPLY_STEP: Engine._message_button}
 
 
 def _reply(inbound: Inbound, text: str) -> Outbound:
