@@ -34,11 +34,11 @@ HELP = (
     "/how - see how an exercise is done (/how 1 for the first)\n"
     "/pain - report your knee pain now\n"
     "/progress - your level, sessions and pain so far\n"
-    "/ask - write to your coach (/ask and your message)\n"
     "/settings - change reminder time, days or timezone\n"
     "/pause, /resume, /stop - pause, restart or stop the reminders\n"
     "/mydata - everything I hold about you, as a file\n"
     "/delete - erase everything I hold about you\n"
+    "/ask - write to your coach (/ask and your message)\n"
     "/cancel - leave the current question; nothing half-done is kept\n"
     "I am not a diagnosis or a clinician. Stop an exercise that causes sharp pain and see a "
     "physiotherapist or doctor if you are worried."
@@ -46,11 +46,11 @@ HELP = (
 STAFF_HELP = (
     "Coach commands: /invite (a code for a new patient; /invite revoke CODE), /patients "
     "[page], /broadcast (preview, then send now or schedule), /clear USER [level] (lift a "
-    "patient's hold after a referral or pain pause), /reply USER text (answer a patient's "
-    "message; or press Reply under it).\n"
+    "patient's hold after a referral or pain pause), /reply USER [text] (write to a patient; "
+    "their messages come with a Reply button).\n"
     "Admin commands: /grant coach USER, /revoke coach USER, /stats [7d|30d|90d|all], "
-    "/export [7d|30d|90d|all] (CSV), /coaches (each coach's patients, holds and unread "
-    "messages), /assign USER COACH (move a patient to another coach).\n"
+    "/export [7d|30d|90d|all] (CSV), /coaches [page] (patients, open holds and unread "
+    "messages of each coach), /assign USER COACH (move a patient to a coach).\n"
     "USER is a channel id such as telegram:123456. Patients' commands: /help."
 )
 # The command menu a channel shows (Telegram's setMyCommands): the patient's commands.
@@ -63,6 +63,7 @@ MENU: tuple[tuple[str, str], ...] = (
     ("pause", "pause the reminders"),
     ("resume", "start the reminders again"),
     ("stop", "stop the program"),
+    ("ask", "write to your coach"),
     ("mydata", "everything I hold about you, as a file"),
     ("delete", "erase everything I hold about you"),
     ("cancel", "leave the current question"),
@@ -187,6 +188,11 @@ async def delete(ctx: Ctx) -> str | None:
     return "delete:confirm"
 
 
+@command("ask")
+async def ask(ctx: Ctx) -> str | None:
+    return await messages.ask(ctx)
+
+
 @command("join")
 async def join(ctx: Ctx) -> str | None:
     await staff.join(ctx)
@@ -201,11 +207,6 @@ async def stop(ctx: Ctx) -> str | None:
         return finish_setting_up(ctx)
     ctx.answers = {}
     return "stop:confirm"
-
-
-@command("ask")
-async def ask(ctx: Ctx) -> str | None:
-    return await messages.ask(ctx) or REASK
 
 
 # --- enrolled patients ------------------------------------------------------------------------
@@ -291,7 +292,7 @@ async def clear(ctx: Ctx) -> str | None:
 
 @command("reply", role="coach")
 async def reply(ctx: Ctx) -> str | None:
-    return await messages.reply(ctx) or REASK
+    return await messages.reply(ctx)
 
 
 # --- admins ----------------------------------------------------------------------------------

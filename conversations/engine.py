@@ -283,18 +283,20 @@ class Engine:
         self._retire(ctx)
         await staff.clear_button(ctx, token)
 
-    async def _message_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
-                              ) -> None:
-        press = messages.press_ask if token.step == messages.ASK_STEP else messages.press_reply
-        target = await press(ctx, token)
-        if target is not None:
-            await self._goto(ctx, state, target)
+    async def _ask_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
+                          ) -> None:
+        await self._goto(ctx, state, await messages.press_ask(ctx, token))
+
+    async def _reply_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
+                            ) -> None:
+        self._retire(ctx)
+        await self._goto(ctx, state, await messages.press_reply(ctx, token))
 
 
 SESSION_BUTTONS = {"prompt": Engine._prompt_button, "check": Engine._prompt_button,
                    holds.CLEAR_STEP: Engine._clear_button, howto.STEP: Engine._how_button,
-                   messages.ASK_STEP: Engine._message_button,
-                   messages.REPLY_STEP: Engine._message_button}
+                   messages.ASK_STEP: Engine._ask_button,
+                   messages.REPLY_STEP: Engine._reply_button}
 
 
 def _reply(inbound: Inbound, text: str) -> Outbound:

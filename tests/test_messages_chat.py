@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot.channels.slack import SlackChannel
 from bot.channels.telegram import TelegramChannel
-from bot.delivery import OutboxSender
+from bot.sender import OutboxSender
 from bot.settings import Settings
 from conftest import CLEAN_SCREEN, telegram_settings
 from conversations.clock import ManualClock

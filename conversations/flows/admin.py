@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+from conversations.alerts import named
 from conversations.context import Ctx
-from conversations.flows.holds import named, who
 from conversations.flows.messages import message_button
 from conversations.flows.staff import find_user
 from conversations.messages import Outbound
@@ -80,15 +80,15 @@ async def assign(ctx: Ctx) -> None:
         ctx.say(NOT_PATIENT.format(user=named(patient)))
         return
     if coach.role not in COACH_ROLES:
-        ctx.say(NOT_COACH.format(user=named(coach), ident=who(coach)))
+        ctx.say(NOT_COACH.format(user=named(coach), ident=coach.display_id))
         return
     if patient.coach_id == coach.id:
         ctx.say(ALREADY.format(patient=named(patient), coach=named(coach)))
         return
     former = await ctx.repo.user_by_id(patient.coach_id) if patient.coach_id else None
     patient.coach_id = coach.id
-    ctx.repo.audit(who(ctx.user), "assign", ctx.now, patient=who(patient),
-                   former=who(former) if former else "", coach=who(coach))
+    ctx.repo.audit(ctx.user.display_id, "assign", ctx.now, patient=patient.display_id,
+                   former=former.display_id if former else "", coach=coach.display_id)
     await _tell(ctx, patient, TO_PATIENT.format(coach=coach.display_name or "a new coach"))
     await _tell(ctx, coach, TO_NEW_COACH.format(patient=named(patient),
                                                 notes=await _notes(ctx, patient)), patient)
@@ -108,7 +108,8 @@ async def _notes(ctx: Ctx, patient: User) -> str:
     notes = []
     hold = await ctx.repo.open_hold(patient.id)
     if hold is not None:
-        notes.append(f"on hold since {hold.started_on:%d %b} (/clear {who(patient)} lifts it)")
+        notes.append(f"on hold since {hold.started_on:%d %b} "
+                     f"(/clear {patient.display_id} lifts it)")
     unread = len(await messages.unread(ctx.repo.db, patient.id))
     if unread:
         notes.append(f"{_plural(unread, 'unread message')} in their file")

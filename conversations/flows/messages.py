@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 import re
 
-from conversations.context import Ctx, Flow, Step
-from conversations.flows.holds import named, who
+from conversations.alerts import named
+from conversations.context import REASK, STAY, Ctx, Flow, Step
 from conversations.flows.staff import find_user
 from conversations.messages import Button, ButtonToken, Outbound
 from conversations.questions import Question
@@ -79,27 +79,24 @@ async def ask(ctx: Ctx) -> str | None:
     coach = await _coach(ctx)
     if coach is None:
         ctx.say(NO_COACH)
-        return None
+        return REASK
     text = ctx.inbound.arg_text
     if not text:
         ctx.answers = {"coach_name": _coach_name(coach)}
         return "message:ask"
     if _text(text) is None:
         ctx.say(TOO_LONG)
-        return None
-    await _to_coach(ctx, coach, text)
-    return None
+    else:
+        await _to_coach(ctx, coach, text)
+    return REASK
 
 
 async def press_ask(ctx: Ctx, token: ButtonToken) -> str | None:
     """The "Message my coach" button: ask for the text."""
-    if token.ref != ctx.user.id:
-        ctx.say(NOT_OWN_BUTTON)
-        return None
     coach = await _coach(ctx)
-    if coach is None:
-        ctx.say(NO_COACH)
-        return None
+    if token.ref != ctx.user.id or coach is None:
+        ctx.say(NOT_OWN_BUTTON if token.ref != ctx.user.id else NO_COACH)
+        return STAY
     ctx.answers = {"coach_name": _coach_name(coach)}
     return "message:ask"
 
@@ -129,7 +126,8 @@ async def _to_coach(ctx: Ctx, coach: User, text: str) -> None:
     await ctx.repo.enqueue(user_id=coach.id, channel=coach.channel, chat_id=coach.chat_id,
                            kind="message", payload=message.model_dump(mode="json"),
                            now=ctx.now, dedupe_key=f"message:{stored.id}", about_id=patient.id)
-    ctx.repo.audit(who(patient), "message", ctx.now, coach=who(coach), message=stored.id)
+    ctx.repo.audit(patient.display_id, "message", ctx.now, coach=coach.display_id,
+                   message=stored.id)
     ctx.say(SENT_TO_COACH.format(coach=_coach_name(coach)))
 
 
@@ -140,37 +138,35 @@ async def reply(ctx: Ctx) -> str | None:
     ident, text = parts[0], parts[1] if len(parts) > 1 else ""
     if not ident:
         ctx.say(REPLY_USAGE)
-        return None
+        return STAY
     patient = await _own_patient(ctx, ident)
     if patient is None:
         _refuse(ctx, ident[:64])
         ctx.say(NOT_YOURS.format(target=ident[:64]))
-        return None
+        return STAY
     if not text:
         ctx.answers = {"patient": patient.id, "patient_name": named(patient)}
         return "message:reply"
     if _text(text) is None:
         ctx.say(TOO_LONG)
-        return None
-    await _to_patient(ctx, patient, text)
-    return None
+    else:
+        await _to_patient(ctx, patient, text)
+    return STAY
 
 
 async def press_reply(ctx: Ctx, token: ButtonToken) -> str | None:
     """A coach's Reply button under a patient's message: ask for the reply. A forged button,
     or one of a patient no longer theirs, is refused; one already answered says so."""
-    if ctx.inbound.message_id:  # the keyboard comes off, whatever the answer
-        ctx.say("", edit_message_id=ctx.inbound.message_id)
     found = await messages.get(ctx.repo.db, token.ref)
     patient = await ctx.repo.user_by_id(found.patient_id) if found else None
     if (found is None or patient is None or found.sender != "patient" or token.value
             or patient.coach_id != ctx.user.id):
         _refuse(ctx, f"message {token.ref}")
         ctx.say(NOT_YOUR_BUTTON)
-        return None
+        return STAY
     if await messages.answered(ctx.repo.db, found):
-        ctx.say(ANSWERED.format(patient=who(patient)))
-        return None
+        ctx.say(ANSWERED.format(patient=patient.display_id))
+        return STAY
     ctx.answers = {"patient": patient.id, "patient_name": named(patient), "reply_to": found.id}
     return "message:reply"
 
@@ -184,7 +180,7 @@ async def answer_coach_text(ctx: Ctx, value: str) -> str | None:
     patient = await ctx.repo.user_by_id(int(ctx.answers["patient"]))
     if patient is None or patient.coach_id != ctx.user.id:  # erased or moved meanwhile
         target = ctx.answers.get("patient_name", "")
-        _refuse(ctx, who(patient) if patient else "")
+        _refuse(ctx, patient.display_id if patient else "")
         ctx.say(NOT_YOURS.format(target=target))
         return None
     await _to_patient(ctx, patient, value, ctx.answers.get("reply_to"))
@@ -208,13 +204,14 @@ async def _to_patient(ctx: Ctx, patient: User, text: str, reply_to: int | None =
                            chat_id=patient.chat_id, kind="message",
                            payload=message.model_dump(mode="json"), now=ctx.now,
                            dedupe_key=f"message:{stored.id}")
-    ctx.repo.audit(who(coach), "message", ctx.now, patient=who(patient), message=stored.id)
+    ctx.repo.audit(coach.display_id, "message", ctx.now, patient=patient.display_id,
+                   message=stored.id)
     ctx.say(SENT_TO_PATIENT.format(patient=named(patient)))
 
 
 def _refuse(ctx: Ctx, target: str) -> None:
-    log.warning("refused a message from %s", who(ctx.user))
-    ctx.repo.audit(who(ctx.user), "refused", ctx.now, command="reply", target=target)
+    log.warning("refused a message from %s", ctx.user.display_id)
+    ctx.repo.audit(ctx.user.display_id, "refused", ctx.now, command="reply", target=target)
 
 
 FLOWS: dict[str, Flow] = {
