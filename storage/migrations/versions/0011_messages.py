@@ -1,7 +1,7 @@
 """messages: between a patient and their coach, with the patient's unread ones
 
 Revision ID: 0011
-Revises: 0005
+Revises: 0009
 Create Date: 2026-12-03 14:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0011'
-down_revision: str | None = '0005'
+down_revision: str | None = '0009'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
