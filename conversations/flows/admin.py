@@ -6,8 +6,7 @@ from __future__ import annotations
 from conversations.alerts import named
 from conversations.context import Ctx
 from conversations.flows.messages import message_button
-from conversations.flows.staff import find_user
-from conversations.messages import Outbound
+from conversations.flows.staff import find_user, tell
 from conversations.numbers import whole
 from storage import messages
 from storage.messages import CoachCounts
@@ -89,14 +88,17 @@ async def assign(ctx: Ctx) -> None:
     patient.coach_id = coach.id
     ctx.repo.audit(ctx.user.display_id, "assign", ctx.now, patient=patient.display_id,
                    former=former.display_id if former else "", coach=coach.display_id)
-    await _tell(ctx, patient, TO_PATIENT.format(coach=coach.display_name or "a new coach"))
-    await _tell(ctx, coach, TO_NEW_COACH.format(patient=named(patient),
-                                                notes=await _notes(ctx, patient)), patient)
+    await tell(ctx.repo, patient, TO_PATIENT.format(coach=coach.display_name or "a new coach"),
+               ctx.now, buttons=message_button(patient))
+    await tell(ctx.repo, coach, TO_NEW_COACH.format(patient=named(patient),
+                                                    notes=await _notes(ctx, patient)),
+               ctx.now, about=patient)
     told = [named(patient), named(coach)]
     if former is not None:
         await messages.drop_pending(ctx.repo.db, former.id, patient.id)
-        await _tell(ctx, former, TO_OLD_COACH.format(patient=named(patient),
-                                                     coach=named(coach)), patient)
+        await tell(ctx.repo, former, TO_OLD_COACH.format(patient=named(patient),
+                                                         coach=named(coach)),
+                   ctx.now, about=patient)
         told.append(named(former))
     ctx.say(ASSIGNED.format(patient=named(patient), coach=named(coach),
                             before=f" (before: {named(former)})" if former else "",
@@ -114,13 +116,3 @@ async def _notes(ctx: Ctx, patient: User) -> str:
     if unread:
         notes.append(f"{_plural(unread, 'unread message')} in their file")
     return f"; {', '.join(notes)}" if notes else ""
-
-
-async def _tell(ctx: Ctx, user: User, text: str, about: User | None = None) -> None:
-    """Queue a note; one `about` a patient to a coach is erased with that patient."""
-    buttons = message_button(user) if about is None else ()
-    await ctx.repo.enqueue(
-        user_id=user.id, channel=user.channel, chat_id=user.chat_id, kind="reply",
-        payload=Outbound(channel=user.channel, chat_id=user.chat_id,  # type: ignore[arg-type]
-                         text=text, buttons=buttons).model_dump(mode="json"), now=ctx.now,
-        about_id=about.id if about else None)

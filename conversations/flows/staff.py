@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from conversations.alerts import named
 from conversations.context import Ctx
 from conversations.flows import holds
-from conversations.messages import CHANNEL_NAME, ButtonToken, Outbound
+from conversations.messages import CHANNEL_NAME, Button, ButtonToken, Outbound
 from conversations.numbers import whole
 from storage.models import Hold, Invite, User
 from storage.repository import Repository
@@ -136,9 +136,9 @@ async def set_coach(repo: Repository, target: User, give: bool, actor: str, now:
     repo.audit(actor, f"{verb}_coach", now, target=target.display_id, detached=len(detached))
     note = ("You are now a coach on kneecoach: /invite, /broadcast, /patients." if give
             else "You are no longer a coach on kneecoach.")
-    await _tell(repo, target, note, now)
+    await tell(repo, target, note, now)
     for patient in detached:
-        await _tell(repo, patient, "Your coach is no longer on kneecoach, so nobody sees your "
+        await tell(repo, patient, "Your coach is no longer on kneecoach, so nobody sees your "
                     "progress for now. Your program goes on as before; a new coach can send "
                     "you an invite code.", now)
     said = f"{target.display_id} is {'now a coach' if give else 'no longer a coach'}."
@@ -148,11 +148,15 @@ async def set_coach(repo: Repository, target: User, give: bool, actor: str, now:
     return said
 
 
-async def _tell(repo: Repository, user: User, text: str, now: datetime) -> None:
+async def tell(repo: Repository, user: User, text: str, now: datetime, *,
+               buttons: tuple[tuple[Button, ...], ...] = (), about: User | None = None) -> None:
+    """Queue a note to a user who is not in this chat; one `about` a patient (to a coach) is
+    erased with that patient."""
     await repo.enqueue(
         user_id=user.id, channel=user.channel, chat_id=user.chat_id, kind="reply",
         payload=Outbound(channel=user.channel, chat_id=user.chat_id,  # type: ignore[arg-type]
-                         text=text).model_dump(mode="json"), now=now)
+                         text=text, buttons=buttons).model_dump(mode="json"), now=now,
+        about_id=about.id if about else None)
 
 
 def user_ref(ident: str, here: str) -> tuple[str, str] | None:
@@ -233,10 +237,7 @@ async def _clear(ctx: Ctx, patient: User, hold: Hold, level: int | None) -> None
                                                  else "an admin"), level=chosen)
     after = ("/today shows today's session." if patient.status == "active" else
              "Send /start to answer the safety questions again.")
-    await ctx.repo.enqueue(
-        user_id=patient.id, channel=patient.channel, chat_id=patient.chat_id, kind="reply",
-        payload=Outbound(channel=patient.channel, chat_id=patient.chat_id,  # type: ignore[arg-type]
-                         text=f"{said} {after}").model_dump(mode="json"), now=ctx.now)
+    await tell(ctx.repo, patient, f"{said} {after}", ctx.now)
     outcome = (f"they restart at level {hold.restart_level}" if hold.restart_level else
                "they answer the safety questions again before any program")
     ctx.say(f"Cleared the hold of {named(patient)}: {outcome}. I have told them.")
