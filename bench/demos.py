@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from PIL import Image
 
 from conversations import demo
+from conversations.demo.canvas import WIDTH_PX
 from conversations.program.data import load_program
 
 
@@ -60,7 +61,7 @@ def main() -> None:
     program = load_program()
     doses = program.levels[args.level - 1].doses
     demo.render(program.exercises[0], None)  # matplotlib's first figure pays for its fonts
-    print(f"level {args.level}, {demo.WIDTH_PX} px wide, {demo.FPS} frames/s while moving")
+    print(f"level {args.level}, {WIDTH_PX} px wide, {demo.FPS} frames/s while moving")
     print(f"{'exercise':<14}{'draw s':>8}{'frames':>8}{'loop s':>8}{'KB':>8}")
     stills = []
     for exercise in program.exercises:

@@ -8,10 +8,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-import matplotlib
-import matplotlib.dates as mdates
-from matplotlib.figure import Figure  # drawn straight to PNG by Agg: no display, no pyplot
-
 WIDTH_IN, HEIGHT_IN, DPI = 6.0, 8.0, 150  # 900 x 1200 pixels
 STATUS_COLOURS = {"done": "#2e7d32", "partial": "#9ccc65", "skipped": "#bdbdbd",
                   "missed": "#e57373"}
@@ -62,12 +58,17 @@ def _signed(n: int) -> str:
 
 def render(data: Progress) -> bytes:
     """The chart as PNG bytes; the caller checks there is data to draw first."""
+    import matplotlib  # here, not at the top: the bot and its commands start without it
+
     with matplotlib.rc_context({"font.size": 13, "axes.titlesize": 15,
                                 "axes.titleweight": "bold"}):
         return _draw(data)
 
 
 def _draw(data: Progress) -> bytes:
+    import matplotlib.dates as mdates
+    from matplotlib.figure import Figure  # drawn straight to PNG by Agg: no display, no pyplot
+
     figure = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI, layout="constrained")
     pain_ax, sessions_ax, kujala_ax = figure.subplots(
         3, 1, sharex=True, gridspec_kw={"height_ratios": [3.4, 1, 1.3]})

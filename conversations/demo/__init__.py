@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from conversations.demo.canvas import WIDTH_PX, Canvas
 from conversations.demo.figure import FPS, RGB, frames, place
 from conversations.program.data import Dose, Exercise, Program
 
-__all__ = ["FPS", "MAX_BYTES", "RGB", "WIDTH_PX", "Clip", "DemoCache", "cache_key", "frames",
+__all__ = ["FPS", "MAX_BYTES", "RGB", "Clip", "DemoCache", "cache_key", "frames",
            "render"]
 
 RENDERER_VERSION = "1"  # part of the cache key: bump when the drawing changes
@@ -44,6 +43,9 @@ class Clip:
 
 
 def render(exercise: Exercise, dose: Dose | None) -> Clip:
+    # Drawn with matplotlib, imported here: the bot and its commands start without it.
+    from conversations.demo.canvas import Canvas
+
     loop = frames(exercise.demo, dose)
     canvas = Canvas(exercise, dose, loop)
     images, marks = [], []
