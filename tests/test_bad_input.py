@@ -277,12 +277,13 @@ class Corpus:
                              patient.press_token(value))
             self.sent += 1
             assert [r for r in replies if r.edit_message_id is None], (flow, step, value)
-            await self._check(patient.user_id)
-            await self._put_back(patient.user_id, flow, step, answers)
+            await self._check_and_put_back(patient.user_id, flow, step, answers)
         await patient.send("/help")  # asks the question again, with this version's buttons
 
-    async def _check(self, user_id: str) -> None:
-        async with self.sessions() as db:
+    async def _check_and_put_back(self, user_id: str, flow: str, step: str,
+                                  answers: dict) -> None:
+        """Every stored state is valid after the input; then the state it met is put back."""
+        async with self.sessions() as db, db.begin():
             user = (await db.scalars(select(User).filter_by(channel_user_id=user_id))).one()
             assert user.status in STATUSES_OK
             state = await db.get(ConversationState, user.id)
@@ -291,12 +292,6 @@ class Corpus:
                                                                               state.step)
             program = await db.get(ProgramState, user.id)
             assert program is None or 1 <= program.level <= self.program.top_level
-
-    async def _put_back(self, user_id: str, flow: str, step: str, answers: dict) -> None:
-        async with self.sessions() as db, db.begin():
-            user = (await db.scalars(select(User).filter_by(channel_user_id=user_id))).one()
-            state = await db.get(ConversationState, user.id)
-            assert state is not None
             if (state.flow, state.step, state.answers) != (flow, step, answers):
                 state.flow, state.step, state.answers = flow, step, answers
                 state.version += 1

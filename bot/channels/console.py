@@ -45,15 +45,16 @@ class ConsoleChannel:
     name = channel = TERMINAL
 
     def __init__(self, engine: Engine, user_id: str, *, display_name: str = "",
-                 stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
+                 stdin: TextIO | None = None, stdout: TextIO | None = None,
                  files_dir: Path | None = None) -> None:
         self.engine = engine
         self.user_id = user_id
         self.display_name = display_name or user_id
-        self.stdin = stdin
-        self.stdout = stdout
+        # The process's streams as they are when the chat starts, not when this was imported.
+        self.stdin = stdin or sys.stdin
+        self.stdout = stdout or sys.stdout
         self.files_dir = files_dir or Path.cwd() / FILES_DIR
-        self.interactive = stdin.isatty()
+        self.interactive = self.stdin.isatty()
         self._buttons: list[Button] = []
         self.deliverer = self
         self._reading: asyncio.Task[None] | None = None
