@@ -236,23 +236,23 @@ def _message(message: Message, tz: str) -> str:
 
 def _pack(sections: list[tuple[str, list[str]]]) -> list[list[str]]:
     """The sections in pages of at most PAGE_CHARS, a line too long for one cut in pieces; a
-    section's heading is never the last line of a page."""
+    section's heading goes with (the first piece of) its first line."""
     pages: list[list[str]] = []
     page: list[str] = []
+    piece = PAGE_CHARS - 100  # a long line's pieces leave room for a heading
 
-    def put(line: str, keep_with_next: bool = False) -> None:
+    def put(line: str, reserve: int = 0) -> None:
         nonlocal page
-        if page and sum(len(p) + 1 for p in page) + len(line) + (
-                100 if keep_with_next else 0) > PAGE_CHARS:
+        if page and sum(len(p) + 1 for p in page) + len(line) + reserve > PAGE_CHARS:
             pages.append(page)
             page = []
         page.append(line.lstrip("\n") if not page else line)
 
     for title, lines in sections:
-        put(f"{title}:" if not page else f"\n{title}:", keep_with_next=True)
+        put(f"\n{title}:", reserve=min(len(lines[0]), piece) + 1)
         for line in lines:
-            for start in range(0, len(line), PAGE_CHARS - 100):
-                put(line[start:start + PAGE_CHARS - 100])
+            for start in range(0, len(line), piece):
+                put(line[start:start + piece])
     if page:
         pages.append(page)
     return pages

@@ -270,9 +270,7 @@ async def press(ctx: Ctx, token: ButtonToken, patient: User) -> None:
         return
     kind, arg = action[:1], whole(action[1:]) if action[1:] else None
     exercises = ctx.program.exercises
-    if kind == "m" and arg is None:
-        await menu(ctx, patient)
-    elif kind == "l" and arg is not None and 1 <= arg <= ctx.program.top_level:
+    if kind == "l" and arg is not None and 1 <= arg <= ctx.program.top_level:
         await set_level(ctx, patient, arg)
     elif kind in ("h", "u") and arg is None:
         await set_held(ctx, patient, kind == "h")
@@ -280,6 +278,8 @@ async def press(ctx: Ctx, token: ButtonToken, patient: User) -> None:
         await switch(ctx, patient, exercises[arg], on=kind == "n")
     elif kind == "i" and arg is None:
         await set_instruction(ctx, patient, None)
-    else:
+    elif kind != "m" or arg is not None:
         refuse(ctx, "prescribe", patient.display_id)
         ctx.say(FORGED)
+        return
+    await menu(ctx, patient)  # as it is now, for the next change
