@@ -8,6 +8,7 @@ nothing; and over Telegram the file, its chart and its page buttons arrive and w
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -16,7 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from bot.channels.slack import SlackChannel
 from bot.channels.telegram import TelegramChannel
+from bot.settings import Settings
 from conftest import CLEAN_KUJALA, CLEAN_SCREEN, KUJALA_AT, Patient, telegram_settings
 from conversations.clock import ManualClock
 from conversations.engine import Engine
@@ -24,6 +27,8 @@ from conversations.flows import patient_file as pf
 from conversations.flows import prescription as rx
 from conversations.messages import ButtonToken
 from conversations.program.data import Program
+from fake_api import free_port
+from slack_server import BOT_TOKEN, SIGNING_SECRET, SlackPerson, SlackServer
 from storage import messages
 from storage.models import User
 from telegram_server import BotApiServer, Person
@@ -284,5 +289,55 @@ async def test_the_file_and_its_chart_arrive_over_telegram_and_its_pages_turn(
         assert "Prescription of Ann (telegram:3101): level 2 of 5" in coach.text
         await coach.press("Hold progression")
         assert "Progression held for Ann (telegram:3101). I have told them." in coach.text
+    finally:
+        await channel.stop()
+
+
+@pytest.fixture
+async def slack_api() -> AsyncIterator[SlackServer]:
+    server = SlackServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_the_file_and_a_prescription_over_slack(
+        slack_api: SlackServer, sessions: async_sessionmaker[DbSession], program: Program,
+        clock: ManualClock) -> None:
+    port = free_port()
+    engine = Engine(sessions, program, clock, admins=frozenset({("slack", "U0ADM")}))
+    channel = SlackChannel(Settings(  # type: ignore[arg-type]
+        slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=f"{slack_api.root}/api/", listen=f"127.0.0.1:{port}"), engine)
+    await channel.start()
+    try:
+        url = f"http://127.0.0.1:{port}/slack/events"
+        admin, coach, pam = (SlackPerson(slack_api, url, u) for u in ("U0ADM", "U0COA", "U0PAM"))
+        await coach.say("/start")
+        await admin.say("/grant coach slack:U0COA")
+        await coach.say("/invite")
+        code = coach.text.split("Invite code: ")[1].split(" ")[0]
+        await pam.say("/start")
+        await pam.answer_all(*CLEAN_SCREEN)
+        await pam.say(f"/join {code}")
+        await pam.say("/pain")
+        await pam.answer_all("3")  # something to chart
+        await pam.say("/ask " + "A long *question* <with> & marks. " * 150)  # 5,000+ chars
+        await coach.say("/patients")
+        await coach.press("1. slack:U0PAM")
+        pages = int(re.search(r"patient file, page 1 of (\d)", coach.text).group(1))  # type: ignore[union-attr]
+        assert pages > 2  # the question fills pages of its own
+        (chart,) = [c for ch, name, c in slack_api.files
+                    if ch == coach.channel and name == "kneecoach-chart.png"]
+        assert chart.startswith(b"\x89PNG")
+        first = coach.question
+        for n in range(2, pages + 1):
+            await coach.press(f"More (page {n} of {pages})")
+            assert f"slack:U0PAM: patient file, page {n} of {pages}\n" in coach.text
+        await coach.press(pf.PRESCRIBE, first)
+        assert "Prescription of slack:U0PAM: level 2 of 5" in coach.text
+        await coach.press(pf.PRESCRIBE, first)
+        await coach.press("Switch off: Knee extension with the foot turned out")
+        assert "switched off for slack:U0PAM. I have told them." in coach.text
     finally:
         await channel.stop()
