@@ -354,3 +354,19 @@ async def test_mydata_holds_the_prescription(
     rows = exported["tables"]["prescription_changes"]
     assert [(r["kind"], r["exercise"], r["text"]) for r in rows] == [
         ("instruct", None, "Rest on Sundays 🙂"), ("off", "squat", None)]
+
+
+async def test_a_coachs_changes_stay_in_the_file_once_the_coach_is_erased(
+        clinic: tuple[Patient, ...], staff_engine: Engine,
+        sessions: async_sessionmaker[DbSession]) -> None:
+    coach, _, _, _ = clinic
+    await coach.send("/exercise console:pam squat off")
+    await coach.send("/delete")
+    await coach.send("DELETE")
+    (change,) = await changes(sessions)
+    assert (change.kind, change.exercise, change.by_id) == ("off", "squat", None)
+    admin = Patient(staff_engine, ADMIN[1])
+    await admin.send("/patient console:pam")
+    await admin.press("More (page 2 of 2)")
+    assert ", a former coach: Body-weight squat with the feet turned slightly out switched " \
+           "off" in admin.text
