@@ -18,6 +18,8 @@ from conversations.flows import (
     howto,
     messages,
     onboarding,
+    patient_file,
+    prescription,
     progress,
     session,
     staff,
@@ -48,6 +50,11 @@ STAFF_HELP = (
     "[page], /broadcast (preview, then send now or schedule), /clear USER [level] (lift a "
     "patient's hold after a referral or pain pause), /reply USER [text] (write to a patient; "
     "their messages come with a Reply button).\n"
+    "A patient's file and program: /patient USER (their file, chart and unread messages, "
+    "with buttons to change the program), /level USER N, /hold USER and /unhold USER "
+    "(keep them at their level, or let the rules move it up again), /exercise USER "
+    "EXERCISE off|on, /instruct USER text (shown with every session; /instruct USER - "
+    "removes it).\n"
     "Admin commands: /grant coach USER, /revoke coach USER, /stats [7d|30d|90d|all], "
     "/export [7d|30d|90d|all] (CSV), /coaches [page] (patients, open holds and unread "
     "messages of each coach), /assign USER COACH (move a patient to a coach).\n"
@@ -293,6 +300,42 @@ async def clear(ctx: Ctx) -> str | None:
 @command("reply", role="coach")
 async def reply(ctx: Ctx) -> str | None:
     return await messages.reply(ctx)
+
+
+@command("patient", role="coach")
+async def patient(ctx: Ctx) -> str | None:
+    await patient_file.command(ctx)
+    return STAY
+
+
+@command("level", role="coach")
+async def level(ctx: Ctx) -> str | None:
+    await prescription.level(ctx)
+    return STAY
+
+
+@command("hold", role="coach")
+async def hold(ctx: Ctx) -> str | None:
+    await prescription.hold(ctx, held=True)
+    return STAY
+
+
+@command("unhold", role="coach")
+async def unhold(ctx: Ctx) -> str | None:
+    await prescription.hold(ctx, held=False)
+    return STAY
+
+
+@command("exercise", role="coach")
+async def exercise(ctx: Ctx) -> str | None:
+    await prescription.exercise(ctx)
+    return STAY
+
+
+@command("instruct", role="coach")
+async def instruct(ctx: Ctx) -> str | None:
+    await prescription.instruct(ctx)
+    return STAY
 
 
 # --- admins ----------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from conversations.flows import (
     howto,
     messages,
     onboarding,
+    patient_file,
+    prescription,
     progress,
     session,
     staff,
@@ -33,6 +35,7 @@ from conversations.localtime import local_date
 from conversations.messages import ButtonToken, Inbound, Outbound
 from conversations.program.data import Program
 from conversations.prompts import SNOOZE, prompt_message
+from storage import prescriptions
 from storage.db import Outage, backoff, database_lost
 from storage.models import ConversationState, User
 from storage.repository import Repository, StaleState
@@ -247,8 +250,9 @@ class Engine:
             return
         if token.step == "prompt" and found.status == "prompted" and token.value == "snooze":
             self._retire(ctx, "Snoozed for an hour.")
+            rx = await prescriptions.current(ctx.repo.db, ctx.user.id)
             again = prompt_message(ctx.inbound.channel, ctx.user.chat_id, found.id, found.level,
-                                   self.program)
+                                   self.program, rx.off, rx.instruction)
             queued = await ctx.repo.enqueue(
                 user_id=ctx.user.id, channel=ctx.user.channel, chat_id=ctx.user.chat_id,
                 kind="prompt", payload=again.model_dump(mode="json"), now=ctx.now,
@@ -287,6 +291,10 @@ class Engine:
                           ) -> None:
         await self._goto(ctx, state, await messages.press_ask(ctx, token))
 
+    async def _file_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
+                           ) -> None:
+        await patient_file.press(ctx, token)  # the keyboard stays: its pages and changes
+
     async def _reply_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
                             ) -> None:
         self._retire(ctx)
@@ -296,7 +304,9 @@ class Engine:
 SESSION_BUTTONS = {"prompt": Engine._prompt_button, "check": Engine._prompt_button,
                    holds.CLEAR_STEP: Engine._clear_button, howto.STEP: Engine._how_button,
                    messages.ASK_STEP: Engine._ask_button,
-                   messages.REPLY_STEP: Engine._reply_button}
+                   messages.REPLY_STEP: Engine._reply_button,
+                   patient_file.STEP: Engine._file_button,
+                   prescription.STEP: Engine._file_button}
 
 
 def _reply(inbound: Inbound, text: str) -> Outbound:

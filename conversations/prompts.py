@@ -4,6 +4,7 @@ the patient is in another flow and are refused once that session is answered."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date, datetime, timedelta
 
 from conversations.flows import howto
@@ -22,17 +23,27 @@ def _buttons(step: str, session_id: int, options: list[tuple[str, str]]
                   for value, label in options),)
 
 
+def instruction_line(instruction: str | None) -> str:
+    """The coach's instruction as it stands under the day's exercises (CLINICAL.md 5b)."""
+    return f"\n\nFrom your coach: {instruction}" if instruction else ""
+
+
 def prompt_message(channel: Channel, chat_id: str, session_id: int, level: int,
-                   program: Program) -> Outbound:
-    lines = "\n".join(f"{i}. {line}" for i, line in enumerate(program.session_lines(level), 1))
+                   program: Program, off: Collection[str] = (),
+                   instruction: str | None = None) -> Outbound:
+    """The day's prompt, as the coach prescribed it: without the exercises switched `off`,
+    with their `instruction`."""
+    lines = "\n".join(f"{i}. {line}" for i, line in enumerate(
+        program.session_lines(level, off=off), 1))
     return Outbound(
         channel=channel, chat_id=chat_id,
-        text=(f"Time for today's knee exercises (level {level}):\n{lines}\n\nStop any exercise "
+        text=(f"Time for today's knee exercises (level {level}):\n{lines}"
+              f"{instruction_line(instruction)}\n\nStop any exercise "
               "that causes sharp pain. How did it go?"),
         # The report's row first, then a "Show me how" per exercise of the level.
         buttons=_buttons("prompt", session_id, [("done", "Done"), ("partial", "Partly"),
                                                 ("skipped", "Skipped"), ("snooze", "In 1 hour")])
-        + howto.buttons(program, level))
+        + howto.buttons(program, level, off=off))
 
 
 def greeting(local: datetime) -> str:

@@ -30,7 +30,7 @@ from conversations.messages import Channel, Outbound
 from conversations.program.data import Program
 from conversations.program.rules import Restart, SessionFact, r6_restart
 from conversations.prompts import check_message, prompt_message
-from storage import due, outbox, retention, stats
+from storage import due, outbox, prescriptions, retention, stats
 from storage.models import ProgressionEvent
 from storage.repository import Repository
 
@@ -196,6 +196,8 @@ class Tick:
                 db, _by_day((d.user_id, day) for day, d in fresh), "prompted", now)
 
             rows = []
+            # A coach's prescription (exercises off, an instruction) makes a patient's own copy.
+            rxs = await prescriptions.current_of(db, [uid for uid, _ in sending])
             for (user_id, day), d in sending.items():
                 if (user_id, day) in existing:
                     session_id, status, level = existing[(user_id, day)]
@@ -206,11 +208,12 @@ class Tick:
                     level = restarts[user_id].to_level if user_id in restarts else d.level
                 else:
                     continue  # opened through /today this very moment: it is on screen
-                if user_id in restarts:
+                rx = rxs.get(user_id, prescriptions.NONE)
+                if user_id in restarts or not rx.plain:
                     message = prompt_message(cast(Channel, d.channel), d.chat_id, session_id,
-                                             level, self.program)
-                    payload = _json(message.model_copy(
-                        update={"text": f"{restarts[user_id].message}\n\n{message.text}"}))
+                                             level, self.program, rx.off, rx.instruction)
+                    before = f"{restarts[user_id].message}\n\n" if user_id in restarts else ""
+                    payload = _json(message.model_copy(update={"text": before + message.text}))
                 else:
                     payload = self._prompts_payloads.payload(d.channel, d.chat_id, session_id,
                                                              level)

@@ -39,6 +39,12 @@ async def answered(db: DbSession, message: Message) -> bool:
         Message.patient_id == message.patient_id, Message.reply_to == message.id)))
 
 
+async def of(db: DbSession, patient_id: int) -> list[Message]:
+    """Every message between the patient and a coach, oldest first."""
+    return list((await db.scalars(select(Message).where(
+        Message.patient_id == patient_id).order_by(Message.id))).all())
+
+
 async def unread(db: DbSession, patient_id: int) -> list[Message]:
     """The patient's messages their coach has not read yet, oldest first."""
     return list((await db.scalars(select(Message).where(

@@ -242,6 +242,23 @@ class Message(Base):
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class PrescriptionChange(Base):
+    """One change a coach made to a patient's program (CLINICAL.md 5b): who, when, what. The
+    patient's current prescription is these changes in order (storage/prescriptions.py)."""
+
+    __tablename__ = "prescription_changes"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ID, _user_fk(), index=True)
+    # The coach or admin who made it; None once their own data is erased.
+    by_id: Mapped[int | None] = mapped_column(ID, ForeignKey("users.id", ondelete="SET NULL"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(16))  # level, hold, unhold, off, on, instruct
+    exercise: Mapped[str | None] = mapped_column(String(24))  # off, on: the exercise id
+    level: Mapped[int | None] = mapped_column(Integer)  # level: the level set
+    text: Mapped[str | None] = mapped_column(EncryptedText)  # instruct: None removes it
+
+
 class Outbox(Base):
     """Messages queued for delivery. A row is claimed with a lease, then marked sent once."""
 
@@ -363,6 +380,7 @@ PERSONAL_TABLES: tuple[tuple[type[Base], str], ...] = (
     (ProgressionEvent, "user_id"),
     (Hold, "user_id"),
     (Message, "patient_id"),
+    (PrescriptionChange, "user_id"),
     (Outbox, "user_id"),
     (Invite, "coach_id"),
     (User, "id"),

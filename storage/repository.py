@@ -223,6 +223,11 @@ class Repository:
             select(Hold).where(Hold.user_id == user_id, Hold.lifted_at.is_(None))
             .order_by(Hold.id.desc()).limit(1))
 
+    async def holds_of(self, user_id: int) -> list[Hold]:
+        """Every hold of the user, lifted or open, oldest first."""
+        return list((await self.db.scalars(
+            select(Hold).where(Hold.user_id == user_id).order_by(Hold.id))).all())
+
     async def hold(self, hold_id: int) -> Hold | None:
         return await self.db.get(Hold, hold_id, populate_existing=True)
 

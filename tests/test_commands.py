@@ -31,8 +31,9 @@ def staff_engine(sessions: async_sessionmaker[DbSession], program: Program,
 
 
 def test_the_guards_are_declared_where_the_commands_are() -> None:
-    assert STAFF == ["assign", "broadcast", "clear", "coaches", "export", "grant", "invite",
-                     "patients", "reply", "revoke", "stats"]
+    assert STAFF == ["assign", "broadcast", "clear", "coaches", "exercise", "export", "grant",
+                     "hold", "instruct", "invite", "level", "patient", "patients", "reply",
+                     "revoke", "stats", "unhold"]
     assert FOR_ENROLLED == ["pain", "pause", "progress", "resume", "settings", "today"]
 
 

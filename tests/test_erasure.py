@@ -50,6 +50,9 @@ async def test_delete_leaves_no_trace_in_any_table(
     await zed.send("/resume")  # a clear request about zed, to the coach
     await coach.send("/clear console:zed2301")  # audit: lift_hold, naming zed
     assert "lifted" in coach.text.lower() or "cleared" in coach.text.lower(), coach.text
+    await coach.send("/instruct console:zed2301 Gentle squats 🦵")  # a prescription, audited
+    await coach.send("/exercise console:zed2301 squat off")
+    await coach.send("/patient console:zed2301")  # audit: open_file, naming zed
     await zed.send("/mydata")  # audit: export
     await zed.send("/invite")  # audit: refused
     await zed.send("/clear console:coach")  # audit: refused, naming the coach
@@ -59,12 +62,14 @@ async def test_delete_leaves_no_trace_in_any_table(
     assert any("Name of zed2301" in row for row in before["outbox"])
     assert sum("console:zed2301" in row for row in before["audit_log"]) >= 7
     assert len(before["messages"]) == 2
+    assert len(before["prescription_changes"]) == 2
 
     await zed.send("/delete")
     await zed.send("DELETE")
     assert "everything I held about you is erased" in zed.text
 
     after = await every_row(sessions)
+    assert after["prescription_changes"] == []
     for table, rows in after.items():
         for row in rows:
             assert "zed2301" not in row, (table, row)

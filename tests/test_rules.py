@@ -89,6 +89,25 @@ def test_r1_never_above_the_top() -> None:
     assert decision.level == 5 and decision.action == "hold"
 
 
+def test_r1_is_off_while_a_coach_holds_the_progression() -> None:
+    """CLINICAL.md 5b: held, three easy sessions keep the level; R3 and R4 still act, and a
+    coach's level change starts R1's count afresh."""
+    easy = [s(4, 2, 0), s(2, 1, 0), s(0, 0, -1)]
+    held = decide(level=2, top_level=5, today=TODAY, sessions=easy, changes=[],
+                  stage="morning", held=True)
+    assert (held.action, held.rule, held.level) == ("hold", "5b", 2)
+    assert "stay at level 2" in held.message
+    worse = decide(level=2, top_level=5, today=TODAY, sessions=[*easy[:2], s(0, 0, 2)],
+                   changes=[], stage="morning", held=True)
+    assert (worse.action, worse.rule) == ("regress", "R3")
+    spike = decide(level=2, top_level=5, today=TODAY, sessions=[s(0, 8)], changes=[],
+                   stage="during", held=True)
+    assert (spike.action, spike.rule) == ("stop", "R4")
+    set_by_coach = LevelChange(day=day(1), from_level=3, to_level=2, rule="coach",
+                               action="set")
+    assert run(easy, "morning", changes=[set_by_coach]).action == "none"
+
+
 def test_r1_is_not_decided_before_the_morning_check() -> None:
     assert run([s(4, 1, 0), s(2, 1, 0), s(0, 0, None)], "during").action == "none"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Collection
 
 from conversations.context import Ctx
 from conversations.demo import DemoCache, cache_key
@@ -24,12 +25,13 @@ def _short(exercise: Exercise) -> str:
     return exercise.name.split(" (")[0]
 
 
-def buttons(program: Program, level: int | None, exercises: list[Exercise] | None = None
-            ) -> tuple[tuple[Button, ...], ...]:
-    """One "Show me how" button per exercise (of the level, or those given), one per row."""
+def buttons(program: Program, level: int | None, exercises: list[Exercise] | None = None,
+            off: Collection[str] = ()) -> tuple[tuple[Button, ...], ...]:
+    """One "Show me how" button per exercise (of the level but those switched `off`, or
+    those given), one per row."""
     if exercises is None:
         doses = program.levels[level - 1].doses if level else {}
-        exercises = [e for e in program.exercises if e.id in doses]
+        exercises = [e for e in program.exercises if e.id in doses and e.id not in off]
     return tuple((Button(label=f"Show me how: {_short(e)}",
                          token=ButtonToken(step=STEP, ref=level or 0, value=e.id).encode()),)
                  for e in exercises)

@@ -8,7 +8,7 @@ from datetime import date
 from conversations.chart import DaySession, Progress, render, summary
 from conversations.context import Ctx, Flow, Step
 from conversations.flows.onboarding import kujala_steps
-from conversations.flows.session import open_today
+from conversations.flows.session import LEVEL_ACTIONS, open_today
 from conversations.localtime import local_date
 from conversations.program.screening import kujala_score
 from conversations.questions import Question, choices
@@ -35,7 +35,7 @@ async def gather(repo: Repository, user: User, today: date) -> Progress | None:
         sessions=[DaySession(s.day, s.status, s.pain_during) for s in sessions],
         pains=pains,
         levels=[(e.day, e.from_level, e.to_level) for e in events
-                if e.action in ("progress", "regress", "restart") and e.from_level != e.to_level],
+                if e.action in LEVEL_ACTIONS and e.from_level != e.to_level],
         kujala=[(local_date(a.created_at, tz), a.score) for a in kujala if a.score is not None],
         baseline_worst=program.baseline_worst_pain, today=today)
 

@@ -21,10 +21,13 @@ from conversations.program.rules import (
     r6_restart,
 )
 from conversations.program.screening import KUJALA, WarningAnswer, warning_answer
-from conversations.prompts import check_due, check_question
+from conversations.prompts import check_due, check_question, instruction_line
 from conversations.questions import Question, choices, pain_scale, yes_no
+from storage import prescriptions
 from storage.models import PainReport, ProgressionEvent, Session
 
+# The progression events that move the level: the rules' and a coach's ("set", CLINICAL.md 5b).
+LEVEL_ACTIONS = ("progress", "regress", "restart", "set")
 KUJALA_EVERY = timedelta(days=28)  # the knee score is asked again every 4 weeks
 HISTORY_DAYS = 60  # the rules look back at most 14 days, R7 to the last regression
 
@@ -40,10 +43,12 @@ CLINICIAN_REVIEW = (
 )
 
 
-def session_text(ctx: Ctx, level: int) -> str:
-    lines = ctx.program.session_lines(level)
+def session_text(ctx: Ctx, level: int, rx: prescriptions.Current = prescriptions.NONE) -> str:
+    """Today's session as the coach prescribed it (`rx`: exercises off, their instruction)."""
+    lines = ctx.program.session_lines(level, off=rx.off)
     body = "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
-    return (f"Today's session (level {level}):\n{body}\n\nRoll and stretch first. The squats, "
+    return (f"Today's session (level {level}):\n{body}{instruction_line(rx.instruction)}\n\n"
+            "Roll and stretch first. The squats, "
             "leg raises and knee extensions strengthen your thigh (quadriceps) muscles. "
             "Pain during the exercises may reach "
             "5 out of 10 and should settle by the next morning. Stop any exercise that causes "
@@ -76,7 +81,9 @@ async def open_today(ctx: Ctx) -> str | None:
         ctx.say(f"You have already reported today's session ({_STATUS_WORDS[session.status]}). "
                 "Well done for keeping track. /pain reports pain at any time.")
         return None
-    ctx.say(session_text(ctx, session.level), howto.buttons(ctx.program, session.level))
+    rx = await prescriptions.current(ctx.repo.db, ctx.user.id)
+    ctx.say(session_text(ctx, session.level, rx),
+            howto.buttons(ctx.program, session.level, off=rx.off))
     ctx.answers = {"session_id": session.id}
     return "session:status"
 
@@ -271,9 +278,10 @@ async def _decide(ctx: Ctx, stage: Literal["during", "morning"]) -> Decision:
     changes = [LevelChange(day=e.day, from_level=e.from_level, to_level=e.to_level, rule=e.rule,
                            action=e.action)  # type: ignore[arg-type]
                for e in await ctx.repo.events_since(ctx.user.id, since)
-               if e.action in ("progress", "regress", "restart")]
+               if e.action in LEVEL_ACTIONS]
+    rx = await prescriptions.current(ctx.repo.db, ctx.user.id)
     return decide(level=program.level, top_level=ctx.program.top_level, today=ctx.today,
-                  sessions=await _facts(ctx), changes=changes, stage=stage)
+                  sessions=await _facts(ctx), changes=changes, stage=stage, held=rx.held)
 
 
 async def apply_decision(ctx: Ctx, decision: Decision) -> None:

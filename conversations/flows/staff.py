@@ -20,6 +20,7 @@ from storage.repository import Repository
 
 log = logging.getLogger(__name__)
 
+FILE_STEP = "file"  # the patient file's buttons (flows/patient_file.py, which imports this)
 INVITE_DAYS = 14
 PAGE = 10
 CODE = re.compile(r"^[A-Z0-9]{6,16}$")
@@ -264,15 +265,19 @@ async def patients(ctx: Ctx) -> None:
     for p in pains:
         pain_by[p.user_id].append(p)
     lines = [f"Your patients (page {page} of {pages}, {len(everyone)} in all):"]
+    files = []  # a button per row opens the patient's file
     for n, patient in enumerate(shown, (page - 1) * PAGE + 1):
         program = await ctx.repo.program(patient.id)
         days = by_user[patient.id]
         lines.append(f"{n}. {patient.display_name or patient.display_id} ({patient.display_id}): " +
                      _patient_line(ctx, patient, program.level if program else None, days,
                                    pain_by[patient.id]))
+        files.append((Button(label=f"{n}. {patient.display_name or patient.display_id}"[:60],
+                             token=ButtonToken(step=FILE_STEP, ref=patient.id,
+                                               value="1").encode()),))
     if page < pages:
         lines.append(f"Next: /patients {page + 1}")
-    ctx.say("\n".join(lines))
+    ctx.say("\n".join(lines), tuple(files))
 
 
 def _adherence(sessions: list, since: date) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -196,13 +197,16 @@ class Program(_Frozen):
     def exercise(self, exercise_id: str) -> Exercise | None:
         return next((e for e in self.exercises if e.id == exercise_id), None)
 
-    def session_lines(self, level: int, include_optional: bool = True) -> list[str]:
-        """One line per exercise of the level, in program order, with its dose and how-to."""
+    def session_lines(self, level: int, include_optional: bool = True,
+                      off: Collection[str] = ()) -> list[str]:
+        """One line per exercise of the level, in program order, with its dose and how-to;
+        without those a coach switched `off` for the patient."""
         doses = self.levels[level - 1].doses
         lines = []
         for exercise in self.exercises:
             dose = doses.get(exercise.id)
-            if dose is None or (exercise.optional and not include_optional):
+            if dose is None or (exercise.optional and not include_optional) or (
+                    exercise.id in off):
                 continue
             extra = " (optional hip work)" if exercise.optional else ""
             lines.append(f"{exercise.name}{extra}: {dose.describe()} - {exercise.how}")

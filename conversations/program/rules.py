@@ -41,7 +41,7 @@ class LevelChange(_Frozen):
     from_level: int = Field(ge=1)
     to_level: int = Field(ge=1)
     rule: str
-    action: Literal["progress", "regress", "restart"]
+    action: Literal["progress", "regress", "restart", "set"]  # set: by a coach
 
 
 class Decision(_Frozen):
@@ -190,9 +190,10 @@ def r1_progress(level: int, top_level: int, today: date, sessions: Sequence[Sess
 
 
 def decide(*, level: int, top_level: int, today: date, sessions: Sequence[SessionFact],
-           changes: Sequence[LevelChange], stage: Stage) -> Decision:
+           changes: Sequence[LevelChange], stage: Stage, held: bool = False) -> Decision:
     """What the newest information means for the program. `stage` says what is new: the
-    pain during the latest session, or its next-morning check."""
+    pain during the latest session, or its next-morning check. `held`: a coach holds the
+    progression (CLINICAL.md 5b): R1 is off, R2-R4 and R7 work as ever."""
     latest = _latest(sessions)
     if latest is None:
         return _none(level)
@@ -208,8 +209,15 @@ def decide(*, level: int, top_level: int, today: date, sessions: Sequence[Sessio
         return hold
     if stage == "morning" and (progress := r1_progress(level, top_level, today, sessions,
                                                        changes)):
-        return progress
+        return held_progress(level) if held and progress.action == "progress" else progress
     return _none(level)
+
+
+def held_progress(level: int) -> Decision:
+    """R1 would move the patient up, but their coach holds the progression."""
+    return Decision(action="hold", rule="5b", level=level,
+                    message=f"Three easy sessions in a row with no extra pain the next morning. "
+                            f"Your coach has asked you to stay at level {level} for now.")
 
 
 def pain_report_decision(pain: int, level: int) -> Decision:

@@ -1,0 +1,258 @@
+"""One patient's file for their coach (/patient USER [page], or a button of /patients): page 1
+is the overview with the patient's /progress chart; the history follows on the next pages,
+each within PAGE_CHARS, with a "More" button. A coach opens only their own patients' files,
+an admin anyone's; the patient's unread messages are read once their own coach opens it."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from conversations.alerts import named
+from conversations.chart import render
+from conversations.context import Ctx
+from conversations.flows import prescription, progress
+from conversations.flows.staff import FILE_STEP
+from conversations.localtime import local_date, zone
+from conversations.messages import Button, ButtonToken
+from conversations.numbers import whole
+from storage import messages, prescriptions
+from storage.models import Hold, Message, PrescriptionChange, ProgressionEvent, Session, User
+
+STEP = FILE_STEP  # the buttons' step; ref: the patient's user id; value: the page
+# A page fits one message everywhere: Telegram takes 4096 characters, a Slack section 3000.
+PAGE_CHARS = 2600  # and the header line, a name and an id
+SESSION_DAYS = 14
+MESSAGE_DAYS = 30
+PREVIEW_CHARS = 80  # of each unread message on page 1; in full under "Messages"
+PREVIEWS = 3
+
+# What people read, kept together for the message catalogs.
+USAGE = ("Usage: /patient USER [page], where USER is your patient's channel id such as "
+         "telegram:123456; /patients lists them with a button each.")
+HEADER = "{patient}: patient file, page {page} of {pages}"
+MORE = "More (page {page} of {pages})"
+PRESCRIBE = "Change the prescription"
+STATUS = {"active": "active", "paused": "paused by the patient", "stopped": "stopped by the "
+          "patient", "onboarding": "setting up", "pending": "not set up", "referred": "on hold"}
+MORNING = {0: "same or better next morning", 1: "a little worse next morning (+1)",
+           2: "clearly worse next morning (+2 or more)"}
+SESSION_WORDS = {"done": "done", "partial": "partly done", "skipped": "skipped",
+                 "missed": "missed", "prompted": "not reported yet"}
+CHANGE_WORDS = {"hold": "progression held", "unhold": "progression released",
+                "off": "{exercise} switched off", "on": "{exercise} switched on",
+                "level": "level set to {level}", "instruct": "instruction: {text}"}
+
+
+def page_button(patient: User, page: int, pages: int) -> Button:
+    return Button(label=MORE.format(page=page, pages=pages),
+                  token=ButtonToken(step=STEP, ref=patient.id, value=str(page)).encode())
+
+
+async def command(ctx: Ctx) -> None:
+    args = ctx.inbound.args
+    page = whole(args[1], 1, 10**6) if len(args) == 2 else 1
+    if not args or len(args) > 2 or page is None:
+        ctx.say(USAGE)
+        return
+    patient = await prescription.patient_for(ctx, args[0], "patient")
+    if patient is not None:
+        await show(ctx, patient, page)
+
+
+async def press(ctx: Ctx, token: ButtonToken) -> None:
+    """A file's or a prescription's button: the presser must be staff with this patient
+    (an admin: any patient) now, whatever the button says."""
+    patient = await ctx.repo.user_by_id(token.ref)
+    allowed = patient is not None and patient.role == "patient" and (
+        ctx.admin or (ctx.user.role == "coach" and patient.coach_id == ctx.user.id))
+    page = whole(token.value, 1, 10**6) if token.step == STEP else 1
+    if not allowed or patient is None or page is None:
+        prescription.refuse(ctx, token.step, f"user {token.ref}")
+        ctx.say(prescription.FORGED)
+        return
+    if token.step == STEP:
+        await show(ctx, patient, page)
+    else:
+        await prescription.press(ctx, token, patient)
+
+
+async def show(ctx: Ctx, patient: User, page: int) -> None:
+    own = patient.coach_id == ctx.user.id
+    unread = await messages.unread(ctx.repo.db, patient.id)
+    pages = [await _overview(ctx, patient, unread), *_pack(await _history(ctx, patient))]
+    page = min(page, len(pages))
+    lines = [HEADER.format(patient=named(patient), page=page, pages=len(pages)),
+             *pages[page - 1]]
+    rows: list[tuple[Button, ...]] = []
+    if page < len(pages):
+        rows.append((page_button(patient, page + 1, len(pages)),))
+    image = None
+    if page == 1:
+        rx = await prescriptions.current(ctx.repo.db, patient.id)
+        rows.append((Button(label=PRESCRIBE, token=ButtonToken(
+            step=prescription.STEP, ref=patient.id, value=f"m.{rx.version}").encode()),))
+        data = await progress.gather(ctx.repo, patient, local_date(
+            ctx.now, patient.timezone or "UTC"))
+        image = render(data) if data is not None else None
+        if own and unread:  # read by their coach now; an admin's look leaves them unread
+            await messages.mark_read(ctx.repo.db, patient.id, ctx.now)
+    ctx.repo.audit(ctx.user.display_id, "open_file", ctx.now, patient=patient.display_id,
+                   page=page)
+    ctx.say("\n".join(lines), tuple(rows), image=image)
+
+
+# --- page 1: the overview --------------------------------------------------------------------
+async def _overview(ctx: Ctx, patient: User, unread: list[Message]) -> list[str]:
+    repo, tz = ctx.repo, patient.timezone or "UTC"
+    today = local_date(ctx.now, tz)
+    program = await repo.program(patient.id)
+    rx = await prescriptions.current(repo.db, patient.id)
+    hold = await repo.open_hold(patient.id)
+    coach = await repo.user_by_id(patient.coach_id) if patient.coach_id else None
+    lines = [f"Status: {STATUS.get(patient.status, patient.status)}" + (
+        f" since {hold.started_on:%d %b} ({hold.kind} hold, rule {hold.rule}): they "
+        f"{hold.reason}. /clear {patient.display_id} [level] lifts it." if hold else "")]
+    lines.append(f"Coach: {named(coach)}" if coach else "Coach: none")
+    if program is not None:
+        lines.append(f"Level {program.level} of {ctx.program.top_level}"
+                     + ("; progression held by the coach" if rx.held else "")
+                     + f"; started {program.started_on:%d %b %Y}, worst pain then "
+                       f"{program.baseline_worst_pain}/10")
+    else:
+        lines.append("No program yet")
+    off = [prescription.short(e) for e in ctx.program.exercises if e.id in rx.off]
+    if off:
+        lines.append("Exercises off: " + ", ".join(off))
+    if rx.instruction:
+        lines.append(f"Instruction: {rx.instruction}")
+    sessions = await repo.sessions_since(patient.id, today - timedelta(days=29))
+    lines.append(f"Adherence: last 7 days {_adherence(sessions, today - timedelta(days=6))}, "
+                 f"last 30 days {_adherence(sessions, today - timedelta(days=29))}")
+    lines.append(await _kujala(ctx, patient))
+    if unread:
+        lines.append(f"Unread messages from the patient: {len(unread)} (in full under "
+                     "Messages):")
+        lines += [f"- {_when(m.created_at, tz)}: {_preview(m.text)}" for m in unread[-PREVIEWS:]]
+    else:
+        lines.append("No unread messages from the patient.")
+    return lines
+
+
+def _adherence(sessions: list[Session], since: date) -> str:
+    window = [s for s in sessions if s.day >= since and s.status != "prompted"]
+    kept = sum(s.status in ("done", "partial") for s in window)
+    return f"{kept}/{len(window)} ({round(100 * kept / len(window))}%)" if window else "-"
+
+
+async def _kujala(ctx: Ctx, patient: User) -> str:
+    scores = [a for a in await ctx.repo.assessments(patient.id, "kujala") if a.score is not None]
+    if not scores:
+        return "Kujala: no score yet"
+    tz = patient.timezone or "UTC"
+    first, last = scores[0], scores[-1]
+    line = f"Kujala: baseline {first.score}/100 ({local_date(first.created_at, tz):%d %b})"
+    if last is first:
+        return line + ", not asked again yet"
+    change = (last.score or 0) - (first.score or 0)
+    return (line + f", latest {last.score}/100 ({local_date(last.created_at, tz):%d %b}), "
+            f"change {change:+d}")
+
+
+def _when(at: datetime, tz: str) -> str:
+    return f"{at.astimezone(zone(tz)):%d %b %H:%M}"
+
+
+def _preview(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= PREVIEW_CHARS else flat[:PREVIEW_CHARS - 3] + "..."
+
+
+# --- the next pages: the history -------------------------------------------------------------
+async def _history(ctx: Ctx, patient: User) -> list[tuple[str, list[str]]]:
+    repo, tz = ctx.repo, patient.timezone or "UTC"
+    today = local_date(ctx.now, tz)
+    program = await repo.program(patient.id)
+    events = await repo.events_since(patient.id, program.started_on) if program else []
+    holds = await repo.holds_of(patient.id)
+    sessions = await repo.sessions_since(patient.id, today - timedelta(days=SESSION_DAYS - 1))
+    changes = await prescriptions.changes(repo.db, patient.id)
+    since = ctx.now - timedelta(days=MESSAGE_DAYS)
+    recent = [m for m in await messages.of(repo.db, patient.id) if m.created_at >= since]
+    sections = [("Level history", [_event(e) for e in events]),
+                ("Holds", [_hold(h, tz) for h in holds]),
+                (f"Sessions, last {SESSION_DAYS} days", [_session(s) for s in sessions]),
+                ("Prescription changes and notes",
+                 [await _change(ctx, c, tz) for c in changes]),
+                (f"Messages, last {MESSAGE_DAYS} days", [_message(m, tz) for m in recent])]
+    return [(title, lines or ["none"]) for title, lines in sections
+            if lines or title != "Holds"]
+
+
+def _event(event: ProgressionEvent) -> str:
+    day = f"{event.day:%d %b}"
+    if event.action == "start":
+        return f"{day}: started at level {event.to_level} ({event.rule})"
+    if event.action in ("review", "stop"):
+        what = "clinician review advised" if event.action == "review" else "program paused"
+        return f"{day}: {what} at level {event.to_level} ({event.rule})"
+    return f"{day}: level {event.from_level} -> {event.to_level} ({event.rule})"
+
+
+def _hold(hold: Hold, tz: str) -> str:
+    line = f"{hold.started_on:%d %b}: {hold.kind} hold (rule {hold.rule}), they {hold.reason}"
+    if hold.lifted_at is None:
+        return line + "; open"
+    return (line + f"; lifted {_when(hold.lifted_at, tz)} by {hold.lifted_by}: "
+            f"{hold.lift_reason}" + (f", restart at level {hold.restart_level}"
+                                     if hold.restart_level else ""))
+
+
+def _session(session: Session) -> str:
+    parts = [f"{session.day:%a %d %b}: {SESSION_WORDS.get(session.status, session.status)}",
+             f"level {session.level}"]
+    if session.pain_during is not None:
+        parts.append(f"pain {session.pain_during}/10 during")
+    if session.morning_at is not None:
+        parts.append(MORNING.get(min(max(session.morning_delta or 0, 0), 2), "")
+                     + ("; new swelling, locking or giving way" if session.morning_symptom
+                        else ""))
+    return ", ".join(parts)
+
+
+async def _change(ctx: Ctx, change: PrescriptionChange, tz: str) -> str:
+    by = await ctx.repo.user_by_id(change.by_id) if change.by_id else None
+    exercise = ctx.program.exercise(change.exercise or "")
+    what = ("instruction removed" if change.kind == "instruct" and change.text is None else
+            CHANGE_WORDS[change.kind].format(
+                exercise=prescription.short(exercise) if exercise else change.exercise,
+                level=change.level, text=change.text))
+    return f"{_when(change.at, tz)}, {named(by) if by else 'a former coach'}: {what}"
+
+
+def _message(message: Message, tz: str) -> str:
+    who = "patient" if message.sender == "patient" else "coach"
+    return f"{_when(message.created_at, tz)}, from the {who}: {message.text}"
+
+
+def _pack(sections: list[tuple[str, list[str]]]) -> list[list[str]]:
+    """The sections in pages of at most PAGE_CHARS, a line too long for one cut in pieces; a
+    section's heading goes with (the first piece of) its first line."""
+    pages: list[list[str]] = []
+    page: list[str] = []
+    piece = PAGE_CHARS - 100  # a long line's pieces leave room for a heading
+
+    def put(line: str, reserve: int = 0) -> None:
+        nonlocal page
+        if page and sum(len(p) + 1 for p in page) + len(line) + reserve > PAGE_CHARS:
+            pages.append(page)
+            page = []
+        page.append(line.lstrip("\n") if not page else line)
+
+    for title, lines in sections:
+        put(f"\n{title}:", reserve=min(len(lines[0]), piece) + 1)
+        for line in lines:
+            for start in range(0, len(line), piece):
+                put(line[start:start + piece])
+    if page:
+        pages.append(page)
+    return pages
