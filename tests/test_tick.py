@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import insert, text
+from sqlalchemy import insert, text, update
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from tick_and_send import (
@@ -330,3 +330,23 @@ async def test_each_copy_is_its_patients_prompt_whatever_the_chat_level_or_chann
                                                 ))).scalars().all()
     assert all(("Time for today's knee exercises" in s) is not keyed for s in stored)
     await engine.dispose()
+
+
+async def test_one_batch_moves_each_enrolment_to_its_own_next_time_or_clears_it(
+        sessions: async_sessionmaker[DbSession], program: Program, clock: ManualClock) -> None:
+    """The times are written in one statement for the batch: each patient gets their own
+    schedule's next time (another day, another hour), and one with no schedule left gets
+    none, no prompt, and no other patient's time."""
+    clock.set(FIRST_PROMPT)
+    ids = await add_patients(sessions, 3, FIRST_PROMPT)
+    schedules = [("07:00", "1234567"), ("07:00", "4"), (None, None)]  # 15 Jan 2026: a Thursday
+    async with sessions() as db, db.begin():
+        for uid, (hhmm, days) in zip(ids, schedules, strict=True):
+            await db.execute(update(User).where(User.id == uid)
+                             .values(reminder_time=hhmm, reminder_days=days))
+    assert (await scheduler(sessions, program, clock).tick()).prompts == 2
+    states = {s.user_id: s for s in await rows(sessions, ProgramState)}
+    assert [states[uid].next_prompt_at for uid in ids] == [
+        FIRST_PROMPT + timedelta(days=1), FIRST_PROMPT + timedelta(days=7), None]
+    assert {states[uid].level for uid in ids} == {2}
+    assert {s.user_id for s in await rows(sessions, Session)} == set(ids[:2])
