@@ -6,7 +6,7 @@ temporary table and one UPDATE; SQLite one executemany per table in one transact
 side, the same population scheduled the naive way (one APScheduler daily job per patient in
 memory): start-up time and memory.
 
-    python bench/dispatch.py [--patients 100000] [--postgres postgresql+asyncpg://...]
+    python bench/dispatch.py [--patients 100000] [--postgres postgresql+asyncpg://...] [--no-naive]
 
 PostgreSQL comes from --postgres or KNEECOACH_TEST_POSTGRES_URL; the benchmark works in a
 scratch database it creates and drops. Each measurement runs in a fresh process, so its peak
