@@ -1,12 +1,17 @@
 """How long one tick takes to claim and queue the prompts of 100,000 due patients, on SQLite
-and PostgreSQL, and its peak memory; side by side, the same population scheduled the naive way
-(one APScheduler daily job per patient in memory): start-up time and memory.
+and PostgreSQL, and its peak memory; against the floor: the very rows that tick wrote
+(sessions, outbox rows, next prompt times) written into a copy of the database as it was
+before the tick by the fastest bulk path it has (PostgreSQL COPY, the times through a COPY'd
+temporary table and one UPDATE; SQLite one executemany per table in one transaction); side by
+side, the same population scheduled the naive way (one APScheduler daily job per patient in
+memory): start-up time and memory.
 
-    python bench/dispatch.py [--patients 100000] [--postgres postgresql+asyncpg://...]
+    python bench/dispatch.py [--patients 100000] [--postgres postgresql+asyncpg://...] [--no-naive]
 
 PostgreSQL comes from --postgres or KNEECOACH_TEST_POSTGRES_URL; the benchmark works in a
 scratch database it creates and drops. Each measurement runs in a fresh process, so its peak
-RSS is its own. Goals: <= 5 s on SQLite, <= 2 s on PostgreSQL, RSS <= 200 MB.
+RSS is its own. Goals: tick / floor <= 1.5 on both; <= 3 s on SQLite, <= 2 s on PostgreSQL,
+RSS <= 200 MB. The last line: `ratios: sqlite_tick_floor=X postgres_tick_floor=Y`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import asyncio
 import os
 import random
 import resource
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -27,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import asyncpg  # noqa: E402
 from sqlalchemy import func, insert, select, text  # noqa: E402
 
 from bot.scheduler import PARALLEL, Scheduler  # noqa: E402
@@ -103,6 +110,68 @@ async def tick(url: str) -> None:
     await engine.dispose()
     print(f"{due} due, {report.prompts} prompts queued ({queued} outbox rows) in "
           f"{elapsed:.2f} s = {report.prompts / elapsed:,.0f}/s; peak RSS {rss_mb():.0f} MB")
+    print(f"seconds {elapsed}")
+
+
+# What the tick writes, and the floor writes again: its columns as stored.
+SESSION_COLUMNS = ("id", "user_id", "day", "level", "status", "morning_symptom", "prompted_at")
+OUTBOX_COLUMNS = ("id", "user_id", "channel", "chat_id", "kind", "payload", "dedupe_key",
+                  "status", "attempts", "parts_sent", "not_before", "created_at")
+
+
+def floor_sqlite(ticked: str, copy: str) -> None:
+    """The tick's rows, read from its database, written into the copy taken before it."""
+    source = sqlite3.connect(ticked)
+    sessions = source.execute(f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions").fetchall()
+    outbox = source.execute(f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM outbox").fetchall()
+    # Every enrolment was due, so the tick moved every one on.
+    times = source.execute("SELECT next_prompt_at, updated_at, user_id FROM program_state"
+                           ).fetchall()
+    source.close()
+    target = sqlite3.connect(copy, isolation_level=None)
+    for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL"):  # as db.py
+        target.execute(f"PRAGMA {pragma}")
+    target.execute("SELECT count(*) FROM program_state").fetchone()  # open and warm up
+    started = time.perf_counter()
+    target.execute("BEGIN IMMEDIATE")
+    for table, columns, rows in (("sessions", SESSION_COLUMNS, sessions),
+                                 ("outbox", OUTBOX_COLUMNS, outbox)):
+        target.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                           f"({', '.join('?' * len(columns))})", rows)
+    target.executemany("UPDATE program_state SET next_prompt_at = ?, updated_at = ? "
+                       "WHERE user_id = ?", times)
+    target.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    target.close()
+    print(f"{len(sessions)} sessions, {len(outbox)} outbox rows, {len(times)} next times in "
+          f"{elapsed:.2f} s")
+    print(f"seconds {elapsed}")
+
+
+async def floor_postgres(ticked: str, copy: str) -> None:
+    source = await asyncpg.connect(ticked)
+    sessions = await source.fetch(f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions")
+    outbox = await source.fetch(f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM outbox")
+    times = await source.fetch("SELECT user_id, next_prompt_at, updated_at FROM program_state")
+    await source.close()
+    target = await asyncpg.connect(copy)
+    await target.fetchval("SELECT count(*) FROM program_state")  # connect and warm up
+    started = time.perf_counter()
+    async with target.transaction():
+        await target.copy_records_to_table("sessions", records=sessions,
+                                           columns=SESSION_COLUMNS)
+        await target.copy_records_to_table("outbox", records=outbox, columns=OUTBOX_COLUMNS)
+        await target.execute("CREATE TEMPORARY TABLE times (user_id bigint, next_prompt_at "
+                             "timestamp, updated_at timestamp) ON COMMIT DROP")
+        await target.copy_records_to_table("times", records=times)
+        await target.execute("UPDATE program_state AS p SET next_prompt_at = t.next_prompt_at, "
+                             "updated_at = t.updated_at FROM times AS t "
+                             "WHERE p.user_id = t.user_id")
+    elapsed = time.perf_counter() - started
+    await target.close()
+    print(f"{len(sessions)} sessions, {len(outbox)} outbox rows, {len(times)} next times in "
+          f"{elapsed:.2f} s")
+    print(f"seconds {elapsed}")
 
 
 def naive(count: int) -> None:
@@ -140,9 +209,21 @@ async def admin(server_url: str, statement: str) -> None:
     await engine.dispose()
 
 
-def child(*args: str) -> None:
-    """Run one step in a fresh interpreter, so its peak RSS is its own."""
-    subprocess.run([sys.executable, __file__, *args], check=True)
+def child(*args: str) -> float:
+    """Run one step in a fresh interpreter, so its peak RSS is its own; its seconds, if any."""
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True,
+                         text=True).stdout
+    seconds = 0.0
+    for line in out.splitlines():
+        if line.startswith("seconds "):
+            seconds = float(line.split()[1])
+        else:
+            print(line, flush=True)
+    return seconds
+
+
+def ratio(tick: float, floor: float) -> str:
+    return f"{tick / floor:.2f}" if tick and floor else "nan"
 
 
 def main() -> None:
@@ -150,37 +231,63 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=100_000)
     parser.add_argument("--postgres", default=os.environ.get("KNEECOACH_TEST_POSTGRES_URL"),
                         help="postgresql+asyncpg://user@host/db (a scratch database is made)")
-    parser.add_argument("--step", nargs=2, metavar=("STEP", "URL"), help=argparse.SUPPRESS)
+    parser.add_argument("--no-naive", action="store_true", help="skip the APScheduler control")
+    parser.add_argument("--step", nargs=3, metavar=("STEP", "URL", "COPY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
-        step, url = args.step
+        step, url, copy = args.step
         if step == "naive":
             naive(args.patients)
+        elif step == "floor":
+            if is_sqlite(url):
+                floor_sqlite(url.split("///", 1)[1], copy.split("///", 1)[1])
+            else:
+                asyncio.run(floor_postgres(url.replace("+asyncpg", ""),
+                                           copy.replace("+asyncpg", "")))
         else:
             asyncio.run(seed(url, args.patients) if step == "seed" else tick(url))
         return
 
     count = str(args.patients)
     print(f"{args.patients:,} patients over {len(ZONES)} timezones, all due at one tick")
+    seconds: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         url = f"sqlite+aiosqlite:///{Path(scratch) / 'bench.db'}"
-        child("--patients", count, "--step", "seed", url)
-        print("SQLite:     ", end="", flush=True)
-        child("--patients", count, "--step", "tick", url)
+        copy = f"sqlite+aiosqlite:///{Path(scratch) / 'floor.db'}"
+        child("--patients", count, "--step", "seed", url, "-")
+        with sqlite3.connect(url.split("///", 1)[1]) as seeded, \
+                sqlite3.connect(copy.split("///", 1)[1]) as before:
+            seeded.backup(before)
+        print("SQLite:      ", end="", flush=True)
+        tick_s = child("--patients", count, "--step", "tick", url, "-")
+        print("SQLite floor: ", end="", flush=True)
+        seconds["sqlite"] = tick_s, child("--patients", count, "--step", "floor", url, copy)
+        print(f"SQLite tick / floor {ratio(*seconds['sqlite'])}")
     if args.postgres:
         name = f"kneecoach_bench_{uuid.uuid4().hex[:8]}"
         server = args.postgres.rsplit("/", 1)[0]
         asyncio.run(admin(f"{server}/postgres", f'CREATE DATABASE "{name}"'))
         try:
-            child("--patients", count, "--step", "seed", f"{server}/{name}")
-            print("PostgreSQL: ", end="", flush=True)
-            child("--patients", count, "--step", "tick", f"{server}/{name}")
+            child("--patients", count, "--step", "seed", f"{server}/{name}", "-")
+            asyncio.run(admin(f"{server}/postgres",
+                              f'CREATE DATABASE "{name}_floor" TEMPLATE "{name}"'))
+            print("PostgreSQL:  ", end="", flush=True)
+            tick_s = child("--patients", count, "--step", "tick", f"{server}/{name}", "-")
+            print("PostgreSQL floor: ", end="", flush=True)
+            seconds["postgres"] = tick_s, child("--patients", count, "--step", "floor",
+                                                f"{server}/{name}", f"{server}/{name}_floor")
+            print(f"PostgreSQL tick / floor {ratio(*seconds['postgres'])}")
         finally:
-            asyncio.run(admin(f"{server}/postgres", f'DROP DATABASE "{name}" WITH (FORCE)'))
+            for db in (name, f"{name}_floor"):
+                asyncio.run(admin(f"{server}/postgres", f'DROP DATABASE IF EXISTS "{db}" '
+                                  "WITH (FORCE)"))
     else:
         print("PostgreSQL: skipped (no --postgres and no KNEECOACH_TEST_POSTGRES_URL)")
-    print("Naive:      ", end="", flush=True)
-    child("--patients", count, "--step", "naive", "-")
+    if not args.no_naive:
+        print("Naive:      ", end="", flush=True)
+        child("--patients", count, "--step", "naive", "-", "-")
+    print(f"ratios: sqlite_tick_floor={ratio(*seconds['sqlite'])} "
+          f"postgres_tick_floor={ratio(*seconds.get('postgres', (0.0, 0.0)))}")
 
 
 if __name__ == "__main__":

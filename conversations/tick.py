@@ -62,27 +62,25 @@ class _Days:
 
 
 class _Prompts:
-    """Prompt payloads, as JSON text, for a tick that may queue 100,000: `prompt_message`
-    renders one per channel and level, and each patient's copy gets their chat and session
-    put in (a test holds the copies equal to what `prompt_message` gives)."""
+    """The prompt's payload, as JSON text, rendered once per channel and level for a tick that
+    may queue 100,000: the database puts each patient's chat and session in for the stand-ins
+    (storage/outbox.py; a test holds the copies equal to what `prompt_message` gives)."""
 
     CHAT = "chat-7f3e9a"  # stand-ins that no real chat id or session id is
     SESSION = 987_654_321_987
+    MARKS = (json.dumps(CHAT), str(SESSION))
 
     def __init__(self, program: Program) -> None:
         self.program = program
         self._rendered: dict[tuple[str, int], str] = {}
 
-    def payload(self, channel: str, chat_id: str, session_id: int, level: int) -> str:
+    def template(self, channel: str, level: int) -> str:
         template = self._rendered.get((channel, level))
         if template is None:
-            message = prompt_message(cast(Channel, channel), self.CHAT, self.SESSION, level,
-                                     self.program)
-            template = (_json(message).replace("%", "%%")
-                        .replace(json.dumps(self.CHAT), "%(chat)s")
-                        .replace(str(self.SESSION), "%(session)d"))
+            template = _json(prompt_message(cast(Channel, channel), self.CHAT, self.SESSION,
+                                            level, self.program))
             self._rendered[(channel, level)] = template
-        return template % {"chat": json.dumps(chat_id), "session": session_id}
+        return template
 
 
 def _json(message: Outbound) -> str:
@@ -187,15 +185,14 @@ class Tick:
             fresh = [(key[1], d) for key, d in sending.items() if key not in existing]
             restarts = await self._restarts(db, fresh, now)
             report.restarts += len(restarts)
-            moves: dict[datetime | None, list[int]] = defaultdict(list)
-            for d, p in plans:
-                moves[p.next_at].append(d.user_id)
-            await due.advance(db, moves, {uid: r.to_level for uid, r in restarts.items()},
+            await due.advance(db, {d.user_id: p.next_at for d, p in plans},
+                              {uid: r.to_level for uid, r in restarts.items()},
                               now)  # first: the new sessions take the level
             added = await due.add_sessions(
                 db, _by_day((d.user_id, day) for day, d in fresh), "prompted", now)
 
-            rows = []
+            rows = []  # a re-start's prompt (it says why) and prescribed ones, built here
+            copies: dict[tuple[str, int], list[int]] = defaultdict(list)  # the rest, in SQL
             # A coach's prescription (exercises off, an instruction) makes a patient's own copy.
             rxs = await prescriptions.current_of(db, [uid for uid, _ in sending])
             for (user_id, day), d in sending.items():
@@ -209,18 +206,21 @@ class Tick:
                 else:
                     continue  # opened through /today this very moment: it is on screen
                 rx = rxs.get(user_id, prescriptions.NONE)
-                if user_id in restarts or not rx.plain:
-                    message = prompt_message(cast(Channel, d.channel), d.chat_id, session_id,
-                                             level, self.program, rx.off, rx.instruction)
-                    before = f"{restarts[user_id].message}\n\n" if user_id in restarts else ""
-                    payload = _json(message.model_copy(update={"text": before + message.text}))
-                else:
-                    payload = self._prompts_payloads.payload(d.channel, d.chat_id, session_id,
-                                                             level)
-                rows.append(_outbox_row(user_id, d.channel, d.chat_id, "prompt", payload,
-                                        f"prompt:{user_id}:{day.isoformat()}"))
+                if user_id not in restarts and rx.plain:
+                    copies[(d.channel, level)].append(session_id)
+                    continue
+                message = prompt_message(cast(Channel, d.channel), d.chat_id, session_id,
+                                         level, self.program, rx.off, rx.instruction)
+                before = f"{restarts[user_id].message}\n\n" if user_id in restarts else ""
+                rows.append(_outbox_row(user_id, d.channel, d.chat_id, "prompt", _json(
+                    message.model_copy(update={"text": before + message.text})),
+                    f"prompt:{user_id}:{day.isoformat()}"))
             await outbox.enqueue_many(db, rows, now)
-            report.prompts += len(rows)
+            for (channel, level), session_ids in copies.items():
+                await outbox.enqueue_per_session(
+                    db, "prompt", self._prompts_payloads.template(channel, level),
+                    _Prompts.MARKS, session_ids, now)
+            report.prompts += len(rows) + sum(map(len, copies.values()))
         return len(claimed) == self.batch
 
     @staticmethod

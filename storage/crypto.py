@@ -72,6 +72,11 @@ def _cipher(dialect: Dialect) -> Cipher | None:
     return cipher
 
 
+def encrypting(dialect: Dialect) -> bool:
+    """Whether values written through this dialect are encrypted (so no SQL can build them)."""
+    return _cipher(dialect) is not None
+
+
 def _is_token(value: object) -> bool:
     return (isinstance(value, str) and len(value) % 4 == 0
             and _TOKEN.fullmatch(value) is not None)

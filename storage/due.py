@@ -17,10 +17,23 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Date, Select, String, and_, false, func, literal, select, update
+from sqlalchemy import (
+    Date,
+    Integer,
+    Select,
+    String,
+    and_,
+    bindparam,
+    false,
+    func,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from storage.db import among, is_postgres, upsert
@@ -143,16 +156,30 @@ async def claim_due_checks(db: DbSession, now: datetime, limit: int) -> list[Due
     return [DueCheck(*row) for row in rows]
 
 
-async def advance(db: DbSession, moves: Mapping[datetime | None, Collection[int]],
+async def advance(db: DbSession, next_at: Mapping[int, datetime | None],
                   levels: Mapping[int, int], now: datetime) -> None:
-    """Move claimed enrolments on: next_prompt_at grouped by its new value (the patients of
-    one tick share a few), and a new level for the given users."""
-    for next_at, user_ids in moves.items():
-        await db.execute(update(_program).where(among(db, _program.c.user_id, user_ids))
-                         .values(next_prompt_at=next_at, updated_at=now))
-    for user_id, level in levels.items():
-        await db.execute(update(_program).where(_program.c.user_id == user_id)
-                         .values(level=level))
+    """Move claimed enrolments on in one statement however many: each one's new
+    next_prompt_at, and a new level for the given users (R6's restarts)."""
+    if not next_at:
+        return
+    if is_postgres(db):  # one UPDATE ... FROM the arrays, unnested side by side
+        ids = list(next_at)
+        await db.execute(text(
+            "UPDATE program_state AS p SET next_prompt_at = v.at, updated_at = :now, "
+            "level = coalesce(v.level, p.level) "
+            "FROM unnest(CAST(:ids AS bigint[]), CAST(:ats AS timestamp[]), "
+            "CAST(:levels AS integer[])) AS v(user_id, at, level) WHERE p.user_id = v.user_id"
+        ).bindparams(bindparam("now", type_=UTCDateTime())),
+            {"now": now, "ids": ids, "levels": [levels.get(uid) for uid in ids],
+             "ats": [None if at is None else at.astimezone(UTC).replace(tzinfo=None)
+                     for at in (next_at[uid] for uid in ids)]})
+        return
+    # SQLite: one statement run over every row in one call (sqlite3's executemany loop).
+    await db.execute(
+        update(_program).where(_program.c.user_id == bindparam("uid"))
+        .values(next_prompt_at=bindparam("at", type_=UTCDateTime()), updated_at=now,
+                level=func.coalesce(bindparam("lvl", type_=Integer()), _program.c.level)),
+        [{"uid": uid, "at": at, "lvl": levels.get(uid)} for uid, at in next_at.items()])
 
 
 async def clear_checks(db: DbSession, user_ids: Collection[int], now: datetime) -> None:

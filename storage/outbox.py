@@ -8,17 +8,32 @@ chats or messages: it has a channel name, a chat id and a JSON payload.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, literal, literal_column, or_, select, update
+from sqlalchemy import (
+    JSON,
+    String,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
-from storage.crypto import SerializedJSON
+from storage.crypto import SerializedJSON, encrypting
 from storage.db import among, is_postgres, upsert
-from storage.models import Broadcast, Outbox, User, UTCDateTime
+from storage.models import Broadcast, Outbox, Session, User, UTCDateTime
 
 _users = User.__table__
 _outbox = Outbox.__table__
@@ -68,6 +83,48 @@ async def enqueue_many(db: DbSession, rows: Sequence[Mapping[str, Any]], now: da
         payload=bindparam("payload", type_=SerializedJSON()), status="pending", attempts=0,
         not_before=at, created_at=at)
     await db.execute(insert.on_conflict_do_nothing(index_elements=["dedupe_key"]), list(rows))
+
+
+async def enqueue_per_session(db: DbSession, kind: str, template: str, marks: tuple[str, str],
+                              session_ids: Collection[int], now: datetime) -> None:
+    """Queue, due now, a row per session to its user's chat, all from one payload `template`
+    (JSON text): the database puts each one's chat id (as a JSON string) for the `marks[0]`
+    text and its session id for `marks[1]`, in one INSERT ... SELECT, so a row costs no
+    Python. Dedupe key "<kind>:<user id>:<day>"; a key that exists already is skipped. With
+    encryption keys the payloads are made here and encrypted row by row instead."""
+    if not session_ids:
+        return
+    chat_mark, session_mark = marks
+    sessions = Session.__table__
+    pg = is_postgres(db)
+    day = (func.to_char(sessions.c.day, "YYYY-MM-DD") if pg  # whatever the DateStyle
+           else cast(sessions.c.day, String))  # SQLite stores the ISO text
+    chosen = (sessions.join(_users, _users.c.id == sessions.c.user_id),
+              among(db, sessions.c.id, session_ids))
+    if encrypting(db.get_bind().dialect):
+        rows = [{"user_id": user_id, "channel": channel, "chat_id": chat_id, "kind": kind,
+                 "payload": template.replace(session_mark, str(session_id))
+                 .replace(chat_mark, json.dumps(chat_id)), "dedupe_key": f"{kind}:{user_id}:{on}"}
+                for session_id, user_id, on, channel, chat_id in await db.execute(
+                    select(sessions.c.id, sessions.c.user_id, day, _users.c.channel,
+                           _users.c.chat_id).select_from(chosen[0]).where(chosen[1]))]
+        await enqueue_many(db, rows, now)
+        return
+    # The session first: an id put in cannot hold the chat's mark, a chat id put in last is
+    # never searched.
+    payload = func.replace(func.replace(literal(template, Text()), session_mark,
+                                        cast(sessions.c.id, String)),
+                           chat_mark, cast(func.to_json(_users.c.chat_id), Text) if pg
+                           else func.json_quote(_users.c.chat_id))
+    at = literal(now, UTCDateTime())
+    rows = select(sessions.c.user_id, _users.c.channel, _users.c.chat_id, literal(kind),
+                  cast(payload, JSON) if pg else payload,  # SQLite: JSON is its text
+                  literal(f"{kind}:") + cast(sessions.c.user_id, String) + ":" + day,
+                  literal("pending"), literal(0), at, at).select_from(chosen[0]).where(chosen[1])
+    await db.execute(upsert(db, _outbox).from_select(
+        ["user_id", "channel", "chat_id", "kind", "payload", "dedupe_key", "status",
+         "attempts", "not_before", "created_at"], rows)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"]))
 
 
 _CLAIMED_COLUMNS = (_outbox.c.id, _outbox.c.user_id, _outbox.c.channel, _outbox.c.chat_id,

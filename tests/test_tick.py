@@ -8,6 +8,9 @@ import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import insert, text, update
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from tick_and_send import (
@@ -25,8 +28,10 @@ from bot.settings import Settings
 from conftest import enrolled
 from conversations.clock import ManualClock
 from conversations.engine import Engine
+from conversations.messages import Outbound
 from conversations.program.data import Program
 from conversations.prompts import prompt_message
+from storage.db import create_engine, migrate, sessionmaker
 from storage.models import Outbox, ProgramState, ProgressionEvent, Session, User
 
 
@@ -277,3 +282,71 @@ async def test_a_prompt_already_reported_through_today_is_not_sent(
     assert (await scheduler(sessions, program, clock).tick()).prompts == 0
     (session,) = await rows(sessions, Session)
     assert session.status == "done"
+
+
+# Chat ids the database must quote as JSON does when it puts them in a payload: quotes,
+# backslashes, emoji, letters beyond ASCII, format marks, the stand-ins' own text, the longest.
+AWKWARD_CHATS = ['say "hi"', "back\\slash", "knee 🦵", "Zoë-Ørsted", "%(chat)s %d {}",
+                 "987654321987", '"chat-7f3e9a"', "chat-7f3e9a", "\t\n", "9" * 64]
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "encrypted"])
+async def test_each_copy_is_its_patients_prompt_whatever_the_chat_level_or_channel(
+        database_url: str, program: Program, clock: ManualClock, keyed: bool) -> None:
+    """The tick renders a payload per channel and level and the database puts each patient's
+    chat and session in (with keys, Python does and encrypts each): every copy is what
+    prompt_message gives for that patient, and a second tick queues none again."""
+    engine = create_engine(database_url, [Fernet.generate_key().decode()] if keyed else [])
+    await migrate(engine)
+    sessions = sessionmaker(engine)
+    clock.set(FIRST_PROMPT)
+    async with sessions() as db, db.begin():
+        ids = list((await db.scalars(insert(User).returning(User.id), [
+            {"channel": ("console", "telegram")[n % 2], "channel_user_id": str(n),
+             "chat_id": chat, "status": "active", "timezone": "Europe/London",
+             "reminder_time": "07:00", "reminder_days": "1234567", "unreachable": False,
+             "created_at": FIRST_PROMPT} for n, chat in enumerate(AWKWARD_CHATS)])).all())
+        await db.execute(insert(ProgramState), [
+            {"user_id": uid, "level": 1 + n % 3, "started_on": FIRST_PROMPT.date(),
+             "baseline_worst_pain": 4, "next_prompt_at": FIRST_PROMPT,
+             "updated_at": FIRST_PROMPT} for n, uid in enumerate(ids)])
+    ticks = scheduler(sessions, program, clock, batch=4)  # batches that split the groups
+    assert (await ticks.tick()).prompts == len(AWKWARD_CHATS)
+    assert (await ticks.tick()).prompts == 0
+
+    users = {u.id: u for u in await rows(sessions, User)}
+    expected = {s.user_id: prompt_message(users[s.user_id].channel, users[s.user_id].chat_id,
+                                          s.id, s.level, program)
+                for s in await rows(sessions, Session, status="prompted")}
+    queued = await rows(sessions, Outbox, kind="prompt")
+    assert {r.user_id: Outbound.model_validate(r.payload) for r in queued} == expected
+    assert {(r.user_id, r.dedupe_key, r.channel, r.chat_id) for r in queued} == {
+        (uid, f"prompt:{uid}:2026-01-15", users[uid].channel, users[uid].chat_id)
+        for uid in ids}
+    assert {(r.status, r.attempts, r.parts_sent, r.not_before, r.created_at)
+            for r in queued} == {("pending", 0, 0, FIRST_PROMPT, FIRST_PROMPT)}
+    async with engine.connect() as connection:  # as stored: encrypted with keys, else plain
+        stored = (await connection.execute(text("SELECT CAST(payload AS TEXT) FROM outbox"
+                                                ))).scalars().all()
+    assert all(("Time for today's knee exercises" in s) is not keyed for s in stored)
+    await engine.dispose()
+
+
+async def test_one_batch_moves_each_enrolment_to_its_own_next_time_or_clears_it(
+        sessions: async_sessionmaker[DbSession], program: Program, clock: ManualClock) -> None:
+    """The times are written in one statement for the batch: each patient gets their own
+    schedule's next time (another day, another hour), and one with no schedule left gets
+    none, no prompt, and no other patient's time."""
+    clock.set(FIRST_PROMPT)
+    ids = await add_patients(sessions, 3, FIRST_PROMPT)
+    schedules = [("07:00", "1234567"), ("07:00", "4"), (None, None)]  # 15 Jan 2026: a Thursday
+    async with sessions() as db, db.begin():
+        for uid, (hhmm, days) in zip(ids, schedules, strict=True):
+            await db.execute(update(User).where(User.id == uid)
+                             .values(reminder_time=hhmm, reminder_days=days))
+    assert (await scheduler(sessions, program, clock).tick()).prompts == 2
+    states = {s.user_id: s for s in await rows(sessions, ProgramState)}
+    assert [states[uid].next_prompt_at for uid in ids] == [
+        FIRST_PROMPT + timedelta(days=1), FIRST_PROMPT + timedelta(days=7), None]
+    assert {states[uid].level for uid in ids} == {2}
+    assert {s.user_id for s in await rows(sessions, Session)} == set(ids[:2])
