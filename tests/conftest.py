@@ -4,13 +4,15 @@ set) PostgreSQL, a manual clock, the engine, and a Patient that chats with it.""
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
@@ -22,7 +24,7 @@ from conversations.engine import Engine
 from conversations.messages import Button, Inbound, Outbound
 from conversations.program.data import Program, load_program
 from conversations.program.screening import RED_FLAGS
-from storage.db import create_engine, migrate, sessionmaker
+from storage.db import create_engine, is_sqlite, migrate, sessionmaker
 from telegram_server import TOKEN, BotApiServer
 
 POSTGRES_URL = os.environ.get("KNEECOACH_TEST_POSTGRES_URL")
@@ -66,8 +68,44 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path,
     yield postgres_database
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite file migrated to head per run: each test's database starts as its copy."""
+    import asyncio
+
+    path = tmp_path_factory.mktemp("template") / "kneecoach.db"
+
+    async def build() -> None:
+        engine = create_engine(f"sqlite+aiosqlite:///{path}")
+        await migrate(engine)
+        await engine.dispose()
+
+    # In a thread of its own: it is first asked for from inside a test's running loop.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, build()).result()
+    return path
+
+
+def _copy_of_template(request: pytest.FixtureRequest, file: str | None) -> None:
+    """A new SQLite file starts as a copy of the migrated template (owner-only, as the bot
+    makes it), which the migration then finds at head: migrating each from nothing took 0.2 s."""
+    if not file or os.path.exists(file):
+        return
+    template = request.getfixturevalue("sqlite_template")
+    os.close(os.open(file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    source, copy = sqlite3.connect(template), sqlite3.connect(file)
+    try:
+        source.backup(copy)
+    finally:
+        source.close()
+        copy.close()
+
+
 @pytest.fixture
-async def database(database_url: str) -> AsyncIterator[AsyncEngine]:
+async def database(database_url: str, request: pytest.FixtureRequest
+                   ) -> AsyncIterator[AsyncEngine]:
+    if is_sqlite(database_url):
+        _copy_of_template(request, make_url(database_url).database)
     engine = create_engine(database_url)
     await migrate(engine)
     yield engine
