@@ -16,15 +16,21 @@ class Pacer:
     A send holds its place in the window from the moment it is let go until one second after
     its answer came back: the platform stamps its arrival somewhere in between, so two sends
     `rate` apart always arrive at least a second apart (a token bucket, by contrast, lets a
-    burst at a window's edge through twice). Waiting sends are let go first come, first
-    served, by one timer rather than each waking to look. A 429 pauses the whole channel,
-    since Telegram's limit is per bot, not per chat. Times are the event loop's clock."""
+    burst at a window's edge through twice). Within the window, sends are spread at twice
+    the rate (a tenth of a window may go at once): a window's worth let go in one burst
+    would queue behind each other in this process, each answer coming later and holding its
+    place longer. Waiting sends are let go first come, first served, by one timer rather
+    than each waking to look. A 429 pauses the whole channel, since Telegram's limit is per
+    bot, not per chat. Times are the event loop's clock."""
 
     def __init__(self, rate: float, per_chat: float = 1.0) -> None:
         # A rate below 1/s (or not whole) keeps `capacity` sends per `span` seconds instead.
         self.capacity = max(1, math.floor(rate))
         self.span = max(1.0, self.capacity / rate)
         self.per_chat = per_chat
+        self.gap = self.span / self.capacity / 2
+        self._burst = self.gap * max(1, self.capacity // 10)
+        self._spaced_at = 0.0  # the next send may go from then
         self._in_flight = 0
         self._leaving: deque[float] = deque()  # when answered sends leave the window, in order
         self._waiters: deque[asyncio.Future[bool]] = deque()
@@ -42,7 +48,7 @@ class Pacer:
         if stop.is_set():
             return False
         if not self._waiters and self._room(loop.time()):
-            self._in_flight += 1
+            self._take(loop.time())
             return True
         waiter: asyncio.Future[bool] = loop.create_future()
         self._waiters.append(waiter)
@@ -77,11 +83,15 @@ class Pacer:
                 waiter.set_result(False)
 
     def _room(self, now: float) -> bool:
-        if now < self._paused_until:
+        if now < self._paused_until or now < self._spaced_at:
             return False
         while self._leaving and self._leaving[0] <= now:
             self._leaving.popleft()
         return self._in_flight + len(self._leaving) < self.capacity
+
+    def _take(self, now: float) -> None:
+        self._in_flight += 1
+        self._spaced_at = max(self._spaced_at, now - self._burst) + self.gap
 
     def _let_go(self) -> None:
         self._timer = None
@@ -89,19 +99,20 @@ class Pacer:
         while self._waiters and self._room(now):
             waiter = self._waiters.popleft()
             if not waiter.done():  # its task was cancelled
-                self._in_flight += 1
+                self._take(now)
                 waiter.set_result(True)
         self._schedule()
 
     def _schedule(self) -> None:
-        """Wake `_let_go` when a place can next be free: the pause's end, or the earliest
-        answered send leaving the window (with all in flight, `done` calls back here)."""
+        """Wake `_let_go` when a place can next be free: the pause's end, the spacing's, or
+        the earliest answered send leaving the window (with all in flight, `done` calls back
+        here)."""
         if not self._waiters or self._timer is not None:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if now < self._paused_until:
-            at = self._paused_until
+        if now < self._paused_until or now < self._spaced_at:
+            at = max(self._paused_until, self._spaced_at)
         elif self._room(now):
             at = now
         elif self._leaving:

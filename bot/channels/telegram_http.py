@@ -67,7 +67,8 @@ class AiohttpRequest(BaseRequest):
             connect=None if pool is None or connect is None else pool + connect,
             sock_connect=connect, sock_read=read)
         try:
-            async with self._open().request(method, url, data=_body(request_data),
+            data, headers = _body(request_data)
+            async with self._open().request(method, url, data=data, headers=headers,
                                             timeout=timeout) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:
@@ -80,17 +81,17 @@ def _given(value: ODVInput[float], default: float) -> float | None:
     return default if isinstance(value, DefaultValue) else value
 
 
-def _body(request_data: RequestData | None) -> Any:
-    """Form fields as PTB encodes them; multipart when there are files to upload."""
+def _body(request_data: RequestData | None) -> tuple[Any, dict[str, str] | None]:
+    """The parameters as one JSON body (the Bot API takes JSON; encoded once, by PTB), or as
+    multipart when there are files to upload."""
     if request_data is None:
-        return None
-    fields = request_data.json_parameters
+        return None, None
     files = request_data.multipart_data
     if not files:
-        return fields
+        return request_data.json_payload, {"Content-Type": "application/json"}
     form = aiohttp.FormData()
-    for name, value in fields.items():
+    for name, value in request_data.json_parameters.items():
         form.add_field(name, value)
     for name, (filename, content, mimetype) in files.items():
         form.add_field(name, content, filename=filename, content_type=mimetype)
-    return form
+    return form, None
