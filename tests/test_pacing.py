@@ -12,11 +12,13 @@ import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from tick_and_send import Platform
 
 from bot.channels.telegram import TelegramChannel
 from bot.channels.telegram_send import TelegramDeliverer
@@ -38,11 +40,11 @@ async def deliverer(telegram_api: BotApiServer) -> AsyncIterator[TelegramDeliver
 
 
 async def queue(sessions: async_sessionmaker[DbSession], clock: ManualClock,
-                chats: list[str]) -> None:
+                chats: list[str], channel: str = "telegram") -> None:
     async with sessions() as db, db.begin():
         await outbox.enqueue_many(db, [
-            {"user_id": None, "channel": "telegram", "chat_id": chat, "kind": "broadcast",
-             "payload": json.dumps(Outbound(channel="telegram", chat_id=chat,
+            {"user_id": None, "channel": channel, "chat_id": chat, "kind": "broadcast",
+             "payload": json.dumps(Outbound(channel=channel, chat_id=chat,
                                             text=f"message {n}").model_dump(mode="json")),
              "dedupe_key": f"pace:{n}"} for n, chat in enumerate(chats)], clock.now())
 
@@ -156,3 +158,24 @@ async def test_a_429_pauses_every_chat_for_its_retry_after_then_the_row_goes_onc
     await sender.drain()
     assert Counter(m.chat_id for m in telegram_api.sent) == {"8001": 1, "8002": 1, "8003": 1}
     assert await statuses(sessions) == {"sent": 3}
+
+
+async def test_sent_marks_are_group_committed_and_each_row_is_sent_once(
+        database: AsyncEngine, sessions: async_sessionmaker[DbSession],
+        clock: ManualClock) -> None:
+    marks: list[int] = []
+
+    def count(conn: Any, cursor: Any, statement: str, params: Any, context: Any,
+              many: bool) -> None:
+        if statement.lstrip().upper().startswith("UPDATE OUTBOX SET STATUS"):
+            marks.append(len(params) if many else 1)
+
+    event.listen(database.sync_engine, "before_cursor_execute", count)
+    chats = [f"g{n}" for n in range(300)]
+    await queue(sessions, clock, chats, channel="console")
+    platform = Platform()
+    await OutboxSender(sessions, {"console": platform}, clock, rate=1000).drain()
+    event.remove(database.sync_engine, "before_cursor_execute", count)
+    assert sum(marks) == 300 and len(marks) < 300 / 4  # many rows per transaction
+    assert Counter(o.chat_id for o in platform.received) == Counter(chats)
+    assert await statuses(sessions) == {"sent": 300}
