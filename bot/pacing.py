@@ -42,9 +42,11 @@ class Pacer:
         """Wait for this chat's turn and a place in the window; False if `stop` was set
         meanwhile (or `close` called). After True, call `done` once the send returned."""
         loop = asyncio.get_running_loop()
-        chat_wait = self._chat_free.get(chat_id, 0.0) - loop.time()
-        if chat_wait > 0:
+        # a loop's timer may fire a hair early: look again after sleeping
+        while (chat_wait := self._chat_free.get(chat_id, 0.0) - loop.time()) > 0:
             await sleep_or_stop(chat_wait, stop)
+            if stop.is_set():
+                return False
         if stop.is_set():
             return False
         if not self._waiters and self._room(loop.time()):
