@@ -22,7 +22,7 @@ from bot import channels as registry
 from bot import logs
 from bot.channels import Channel, StartupError
 from bot.channels.console import FILES_DIR, TERMINAL, ConsoleChannel, remove_files
-from bot.delivery import Deliverer
+from bot.delivery import Deliverer, close_all
 from bot.settings import Settings, SettingsError, load_settings
 from conversations.clock import Clock, SystemClock
 from conversations.demo import DemoCache
@@ -217,6 +217,7 @@ async def serve(settings: Settings, sessions: async_sessionmaker[DbSession], pro
                                         heartbeat),
                              *(_until(chat, stop) for chat in started))
     finally:
+        await close_all(deliverers.values())
         await server.stop()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
 from bot import metrics
@@ -56,6 +56,14 @@ class Deliverer(Protocol):
         once n parts are out and more follow; return the platform's message id when there
         is one. Raises a DeliveryError kind."""
         ...
+
+
+async def close_all(deliverers: Iterable[Deliverer]) -> None:
+    """Deliverers that hold a connection pool of their own (Telegram's) release it."""
+    for deliverer in deliverers:
+        close = getattr(deliverer, "close", None)
+        if close is not None:
+            await close()
 
 
 Part = Callable[[], Awaitable[str | None]]

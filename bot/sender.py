@@ -1,16 +1,16 @@
 """The outbox sender: drains the outbox through the channels' deliverers, paced within the
-platforms' limits, each outcome written as soon as the delivery returns."""
+platforms' limits (bot/pacing.py), many sends in flight at once; the "sent" outcomes written
+by group commit, every other outcome as soon as its delivery returns."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bot import metrics
 from bot.delivery import Blocked, Deliverer, DeliveryError, RetryLater, Undeliverable
+from bot.pacing import Pacer, sleep_or_stop
 from conversations.clock import Clock
 from conversations.messages import Outbound
 from storage import outbox
@@ -39,64 +40,17 @@ DELIVER_TIMEOUT = 30.0  # seconds; an adapter that hangs longer is treated as a 
 MARK_TRIES = 3  # writing an outcome is retried: an unrecorded send would be sent again
 
 
-class Pacer:
-    """One channel's pace: sends evenly spaced at `rate` per second, and to each chat at least
-    `per_chat` seconds after the previous delivery to it returned (the platform stamps
-    arrivals, so it never sees two closer than that). A 429 pauses the whole channel, since
-    Telegram's limit is per bot, not per chat. Times are the event loop's monotonic clock."""
-
-    def __init__(self, rate: float, per_chat: float = 1.0) -> None:
-        self.interval = 1.0 / rate
-        self.per_chat = per_chat
-        self._next = 0.0  # the next free slot
-        self._paused_until = 0.0
-        self._epoch = 0  # bumped by a pause: slots handed out before it are void
-        self._chat_free: dict[str, float] = {}
-
-    async def wait(self, chat_id: str, stop: asyncio.Event) -> bool:
-        """Wait for this chat's turn and a slot; False if `stop` was set meanwhile."""
-        loop = asyncio.get_running_loop()
-        while not stop.is_set():
-            now = loop.time()
-            chat_free = self._chat_free.get(chat_id, 0.0)
-            if chat_free > now:
-                await _sleep(chat_free - now, stop)
-                continue
-            slot, epoch = max(now, self._next, self._paused_until), self._epoch
-            self._next = slot + self.interval
-            if slot > now:
-                await _sleep(slot - now, stop)
-            if epoch == self._epoch:
-                return not stop.is_set()
-        return False
-
-    def done(self, chat_id: str) -> None:
-        now = asyncio.get_running_loop().time()
-        if len(self._chat_free) > 10_000:  # forget chats whose spacing has passed
-            self._chat_free = {c: t for c, t in self._chat_free.items() if t > now}
-        self._chat_free[chat_id] = now + self.per_chat
-
-    def pause(self, seconds: float) -> None:
-        until = asyncio.get_running_loop().time() + seconds
-        if until > self._paused_until:
-            self._paused_until = self._next = until
-            self._epoch += 1
-
-
-async def _sleep(seconds: float, stop: asyncio.Event) -> None:
-    """Sleep, waking early when `stop` is set."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
 class OutboxSender:
     """Drains the outbox through the channels' deliverers, within the platforms' limits.
 
     Rows are claimed a little ahead of sending (about `ahead` seconds' worth) and queued per
-    chat; one task per chat sends its rows in order. Each outcome is written in its own
-    transaction right after the delivery returns. The one window for a double send: the
-    process dies (or the database stays unreachable) between a successful delivery and the
-    write that marks it sent; the row is then sent again when its lease runs out."""
+    chat; one task per chat sends its rows in order, the pacer letting many chats' sends be in
+    flight at once. A row is marked sent only after the platform said OK; those marks are
+    group-committed, many rows in one transaction, by one writer that takes whatever came
+    in while its last transaction ran. Any other outcome is written in its own transaction
+    right after the delivery returns. The one window for a double send: the process dies (or
+    the database stays unreachable) between a successful delivery and the write that marks
+    it sent; the row is then sent again when its lease runs out."""
 
     def __init__(self, sessions: async_sessionmaker[DbSession],
                  deliverers: Mapping[str, Deliverer], clock: Clock, *, rate: float,
@@ -118,8 +72,11 @@ class OutboxSender:
         self._queues: dict[tuple[str, str], deque[outbox.Claimed]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._held = 0  # claimed and not finished
+        self._low = 0  # `_progress` is set once `_held` is down to this
         self._progress = asyncio.Event()
         self._stop = asyncio.Event()
+        self._sent: list[tuple[int, datetime]] = []  # delivered, not yet marked sent
+        self._writer: asyncio.Task[None] | None = None
 
     async def drain(self) -> None:
         """Send every row due by the clock's time now and return; rows that must wait (a retry
@@ -128,7 +85,10 @@ class OutboxSender:
             room = self.window - self._held
             claimed = await self._fill()
             if not claimed and not self._held:
-                return
+                # a row behind one not yet marked sent is claimable once that one is
+                if not await self._flush():
+                    return
+                continue
             await self._held_down_to(self.window // 2 if claimed == room else 0)
 
     async def run(self, stop: asyncio.Event, poll: float = 1.0) -> None:
@@ -148,7 +108,7 @@ class OutboxSender:
                         claimed = 0
                     else:  # wait it out: back off, then claim again
                         outage.lost(exc)
-                        await _sleep(backoff(tries), stop)
+                        await sleep_or_stop(backoff(tries), stop)
                         tries += 1
                         continue
                 outage.back()
@@ -156,10 +116,13 @@ class OutboxSender:
                 if claimed and claimed == room:  # more may be due: refill as rows finish
                     await self._held_down_to(self.window // 2)
                 else:
-                    await _sleep(poll, stop)
+                    await sleep_or_stop(poll, stop)
         finally:
+            for pacer in self.pacers.values():
+                pacer.close()
             if self._tasks:
                 await asyncio.gather(*self._tasks)
+            await self._flush()
             leftover = [row for queue in self._queues.values() for row in queue]
             self._queues.clear()
             if leftover:
@@ -174,13 +137,20 @@ class OutboxSender:
 
     async def _held_down_to(self, low: int) -> None:
         """Wait until at most `low` claimed rows are unfinished, or `stop` is set."""
-        while self._held > low and not self._stop.is_set():
-            self._progress.clear()
-            waits = [asyncio.ensure_future(self._progress.wait()),
-                     asyncio.ensure_future(self._stop.wait())]
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            for waiting in waits:
-                waiting.cancel()
+        if self._held <= low or self._stop.is_set():
+            return
+        self._low = low
+        self._progress.clear()
+        waits = [asyncio.ensure_future(self._progress.wait()),
+                 asyncio.ensure_future(self._stop.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
+
+    def _finished(self, rows: int) -> None:
+        self._held -= rows
+        if self._held <= self._low:
+            self._progress.set()
 
     async def _fill(self) -> int:
         room = self.window - self._held
@@ -217,17 +187,18 @@ class OutboxSender:
                 except Exception:  # left leased: it is claimed again when the lease runs out
                     log.exception("outbox %s: sending failed", row.id)
                     outcome = "held"
-                pacer.done(key[1])
-                self._held -= 1
-                self._progress.set()
+                finally:
+                    pacer.done(key[1])
                 if outcome == "blocked":  # the other rows to this chat are marked blocked too
-                    self._held -= len(queue)
+                    self._finished(1 + len(queue))
                     queue.clear()
                 elif outcome == "held" and queue:
                     rest = list(queue)
                     queue.clear()
-                    self._held -= len(rest)
+                    self._finished(1 + len(rest))
                     await self._record(self._release, rest[0], rest)
+                else:
+                    self._finished(1)
         finally:
             if not queue:
                 del self._queues[key]
@@ -274,9 +245,33 @@ class OutboxSender:
             return await self._retry(row, repr(exc), None,
                                      exc.sent if isinstance(exc, DeliveryError) else None)
         else:
-            await self._record(outbox.mark_sent, row, self.clock.now())
+            self._mark_sent(row)
             self._count("sent", row)
         return "done"
+
+    def _mark_sent(self, row: outbox.Claimed) -> None:
+        self._sent.append((row.id, self.clock.now()))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_sent())
+
+    async def _write_sent(self) -> None:
+        """Group commit: each transaction marks sent every row delivered since the last."""
+        while self._sent:
+            batch, self._sent = self._sent, []
+            await self._record(self._sent_many, None, batch)
+
+    @staticmethod
+    async def _sent_many(db: DbSession, row: None, batch: list[tuple[int, datetime]]
+                         ) -> None:
+        await outbox.mark_sent_many(db, batch)
+
+    async def _flush(self) -> bool:
+        """Wait for the "sent" marks of every delivered row; whether there were any."""
+        if self._writer is None:
+            return False
+        writer, self._writer = self._writer, None
+        await writer
+        return True
 
     async def _retry(self, row: outbox.Claimed, reason: str, retry_after: float | None,
                      sent: int | None = None) -> str:
@@ -310,8 +305,8 @@ class OutboxSender:
         await outbox.mark_blocked(db, row.channel, row.chat_id, error)
         await Repository(db).set_unreachable(row.channel, row.chat_id)
 
-    async def _record(self, write: Callable[..., Awaitable[None]], row: outbox.Claimed,
-                      *args: Any) -> None:
+    async def _record(self, write: Callable[..., Awaitable[None]],
+                      row: outbox.Claimed | None, *args: Any) -> None:
         for attempt in range(1, MARK_TRIES + 1):
             try:
                 async with self.sessions() as db, db.begin():
@@ -321,6 +316,7 @@ class OutboxSender:
                 if not isinstance(exc, SQLAlchemyError) and not database_lost(exc):
                     raise
                 if attempt == MARK_TRIES:
-                    log.exception("outbox %s: could not record the outcome", row.id)
+                    log.exception("outbox %s: could not record the outcome",
+                                  row.id if row is not None else f"({len(args[0])} rows)")
                     return
                 await asyncio.sleep(0.2 * attempt)

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     admins: str = ""
     tick_seconds: float = Field(30, gt=0, le=3600)
     grace_minutes: int = Field(180, ge=0, le=24 * 60)
-    send_rate: float = Field(28, gt=0, le=1000)
+    send_rate: float = Field(30, gt=0, le=1000)
     program_file: Path | None = None
     # Where the exercises' demonstration GIFs are kept (drawn once per program version).
     demo_dir: Path | None = None

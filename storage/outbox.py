@@ -177,6 +177,17 @@ async def mark_sent(db: DbSession, row: Claimed, now: datetime) -> None:
                      .values(status="sent", sent_at=now, lease_until=None, error=None))
 
 
+async def mark_sent_many(db: DbSession, sent: Sequence[tuple[int, datetime]]) -> None:
+    """Mark many delivered rows sent in one statement (the sender's group commit): row id,
+    when it went out. Not lease-bound, as `mark_sent`."""
+    if sent:
+        await db.execute(
+            update(_outbox).where(_outbox.c.id == bindparam("row_id"),
+                                  _outbox.c.status == "pending")
+            .values(status="sent", sent_at=bindparam("at"), lease_until=None, error=None),
+            [{"row_id": row_id, "at": at} for row_id, at in sent])
+
+
 def _parts(parts_sent: int | None) -> dict[str, int]:
     """None: not known here (a timeout); what `record_parts` wrote stands."""
     return {} if parts_sent is None else {"parts_sent": parts_sent}

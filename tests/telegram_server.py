@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import ClientSession, web
+from api_limits import Limits
 
 from fake_api import FakeApi
 
@@ -96,6 +97,7 @@ class BotApiServer(FakeApi):
         self._query_ids = itertools.count(1)
         self.files: dict[str, bytes] = {}  # file_id -> content, for files uploaded to us
         self._file_ids = itertools.count(1)
+        self.limits: Limits | None = None
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/bot{token}/{method}", self._handle)]
@@ -106,6 +108,12 @@ class BotApiServer(FakeApi):
              after: int = 0, malformed: bool = False) -> None:
         self.faults.append(Fault(methods or SENDS, times, status, retry_after, delay, chat,
                                  after, malformed))
+
+    def limit(self, overall: int = 30, per_chat: float = 1.0) -> Limits:
+        """Enforce Telegram's send limits from now on: a send beyond them is answered 429
+        retry_after 1 and counted in the returned `Limits.refused`."""
+        self.limits = Limits(overall, per_chat)
+        return self.limits
 
     async def _push(self, update: dict[str, Any]) -> dict[str, Any]:
         if self.webhook.get("url"):
@@ -206,6 +214,10 @@ class BotApiServer(FakeApi):
             if fault.status == 403:
                 return _error(403, "Forbidden: bot was blocked by the user")
             return _error(fault.status, "Internal Server Error")
+        if (self.limits is not None and method in SENDS
+                and not self.limits.admit(str(params.get("chat_id")), call.at)):
+            call.status = 429
+            return _error(429, "Too Many Requests: retry after 1", {"retry_after": 1})
         if method in SENDS and str(params.get("chat_id")) in self.blocked:
             call.status = 403
             return _error(403, "Forbidden: bot was blocked by the user")

@@ -13,8 +13,8 @@ from typing import Any
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from telegram.ext import ExtBot
-from telegram.request import HTTPXRequest
 
+from bot.channels.telegram_http import AiohttpRequest
 from bot.delivery import (
     Blocked,
     Part,
@@ -37,9 +37,10 @@ TEXT_LIMIT = 4096  # UTF-16 units in one Telegram message
 CAPTION_LIMIT = 1024  # UTF-16 units in a photo's, animation's or video's caption
 
 
-def bot_request(read_timeout: float) -> HTTPXRequest:
-    return HTTPXRequest(connection_pool_size=64, connect_timeout=10.0, read_timeout=read_timeout,
-                        write_timeout=20.0, pool_timeout=10.0)
+def bot_request(read_timeout: float) -> AiohttpRequest:
+    """PTB's HTTP layer over aiohttp (see telegram_http.py for why not httpx)."""
+    return AiohttpRequest(64, connect_timeout=10.0, read_timeout=read_timeout,
+                          write_timeout=20.0, pool_timeout=10.0)
 
 
 def _keyboard(outbound: Outbound) -> InlineKeyboardMarkup | None:
@@ -81,6 +82,10 @@ class TelegramDeliverer:
     async def deliver(self, outbound: Outbound, start: int = 0,
                       progress: Progress | None = None) -> str | None:
         return await send_parts(self._parts(outbound), start, progress)
+
+    async def close(self) -> None:
+        """Release the connection pool of a bot made for the outbox sender alone."""
+        await self.bot.request.shutdown()
 
     def _parts(self, outbound: Outbound) -> list[Part]:
         chat = int(outbound.chat_id) if outbound.chat_id.lstrip("-").isdigit() else (
