@@ -16,6 +16,7 @@ from conversations.flows import (
     account,
     admin,
     howto,
+    language,
     messages,
     onboarding,
     progress,
@@ -174,6 +175,11 @@ async def cancel(ctx: Ctx) -> str | None:
 async def how(ctx: Ctx) -> str | None:
     await howto.command(ctx)
     return REASK
+
+
+@command("language")
+async def language_(ctx: Ctx) -> str | None:
+    return REASK if await language.command(ctx) else STAY
 
 
 @command("mydata")

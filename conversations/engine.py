@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from conversations import commands
+from conversations import commands, i18n
 from conversations.clock import Clock
 from conversations.context import ERASED, REASK, STAY, Ctx, Flow
 from conversations.demo import DemoCache
@@ -23,6 +24,7 @@ from conversations.flows import (
     broadcast,
     holds,
     howto,
+    language,
     messages,
     onboarding,
     progress,
@@ -50,8 +52,11 @@ DB_PATIENCE = 600.0  # seconds an update is held while the database is unreachab
 class Engine:
     def __init__(self, sessions: async_sessionmaker[DbSession], program: Program,
                  clock: Clock, admins: frozenset[tuple[str, str]] = frozenset(),
-                 demos: DemoCache | None = None, *, db_patience: float = DB_PATIENCE) -> None:
+                 demos: DemoCache | None = None, *, db_patience: float = DB_PATIENCE,
+                 default_language: str = i18n.SOURCE) -> None:
         self.sessions = sessions
+        # A new user's language when their platform names none we speak.
+        self.default_language = default_language
         self.demos = demos or DemoCache()
         self.db_patience = db_patience
         # Shared by every update in hand: one log line per outage, not one per update.
@@ -66,6 +71,10 @@ class Engine:
         """The replies to one update. While the database is unreachable the update is held
         and tried again with backoff (up to `db_patience` seconds), so it is answered when
         the database is back instead of being dropped."""
+        with i18n.speaking(i18n.pick(inbound.language, self.default_language)):
+            return await self._handle_held(inbound)
+
+    async def _handle_held(self, inbound: Inbound) -> list[Outbound]:
         clashes = tries = 0
         started = asyncio.get_running_loop().time()
         while True:
@@ -75,8 +84,8 @@ class Engine:
             except (StaleState, IntegrityError) as exc:
                 clashes += 1
                 if clashes == RETRY_LIMIT:
-                    return [_reply(inbound, "Sorry, that clashed with another message. "
-                                            "Please send it again.")]
+                    return [_reply(inbound, i18n._("Sorry, that clashed with another message. "
+                                                   "Please send it again."))]
                 log.info("retrying update %s: %s", inbound.update_id, exc)
             except Exception as exc:
                 if not database_lost(exc) or (
@@ -132,11 +141,18 @@ class Engine:
             # An admin needs no patient consent: their row holds ids and a role, no health data.
             user = await repo.add_user(inbound.channel, inbound.user_id, inbound.chat_id, now)
             user.status, user.role = "staff", "admin"
+            user.language = i18n.pick(inbound.language, self.default_language)
             found = user, await repo.state(user.id)
         if found is None:
             return await self._stranger(repo, inbound)
         user, state = found
         self._refresh_identity(user, inbound)
+        with i18n.speaking(user.language or i18n.pick(inbound.language, self.default_language)):
+            return await self._handle_user(repo, inbound, user, state, admin, now)
+
+    async def _handle_user(self, repo: Repository, inbound: Inbound, user: User,
+                           state: ConversationState, admin: bool, now: datetime
+                           ) -> list[Outbound]:
         ctx = Ctx(repo=repo, inbound=inbound, user=user, now=now, program=self.program,
                   flow=state.flow, answers=dict(state.answers), admin=admin,
                   links=self.invite_links, demos=self.demos)
@@ -158,6 +174,7 @@ class Engine:
                                     "pain. Send /start to begin.")]
         now = self.clock.now()
         user = await repo.add_user(inbound.channel, inbound.user_id, inbound.chat_id, now)
+        user.language = i18n.pick(inbound.language, self.default_language)
         state = await repo.state(user.id)
         ctx = Ctx(repo=repo, inbound=inbound, user=user, now=now, program=self.program,
                   flow="idle", answers={})
@@ -287,6 +304,12 @@ class Engine:
                           ) -> None:
         await self._goto(ctx, state, await messages.press_ask(ctx, token))
 
+    async def _language_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
+                               ) -> None:
+        self._retire(ctx)
+        if await language.press(ctx, token):
+            await self._reask(ctx, state)
+
     async def _reply_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
                             ) -> None:
         self._retire(ctx)
@@ -295,7 +318,7 @@ class Engine:
 
 SESSION_BUTTONS = {"prompt": Engine._prompt_button, "check": Engine._prompt_button,
                    holds.CLEAR_STEP: Engine._clear_button, howto.STEP: Engine._how_button,
-                   messages.ASK_STEP: Engine._ask_button,
+                   messages.ASK_STEP: Engine._ask_button, language.STEP: Engine._language_button,
                    messages.REPLY_STEP: Engine._reply_button}
 
 

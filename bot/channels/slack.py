@@ -258,7 +258,7 @@ class SlackChannel:
         inbound = Inbound.parse_text("slack", user, str(event["channel"]),
                                      str(event.get("text") or ""),
                                      update_id=str(body.get("event_id") or event.get("ts")))
-        await self._users.run(user, self._handle(inbound))
+        await self._users.run(user, self._handle(await self._with_locale(inbound)))
 
     async def _on_press(self, ack: Callable[[], Awaitable[None]], body: dict[str, Any],
                         action: dict[str, Any]) -> None:
@@ -294,7 +294,20 @@ class SlackChannel:
         words = str(command.get("text") or "help").strip().lstrip("/") or "help"
         inbound = Inbound.parse_text("slack", user, channel, f"/{words}",
                                      update_id=f"command:{command.get('trigger_id')}")
-        await self._users.run(user, self._handle(inbound))
+        await self._users.run(user, self._handle(await self._with_locale(inbound)))
+
+    async def _with_locale(self, inbound: Inbound) -> Inbound:
+        """/start is where the engine takes a new user's language: only then is the user's
+        Slack locale asked for (users.info), and a failure leaves the default."""
+        if inbound.command != "start":
+            return inbound
+        try:
+            found = await self.app.client.users_info(user=inbound.user_id, include_locale=True)
+        except (SlackApiError, ClientError, TimeoutError) as exc:
+            log.info("users.info for the locale failed: %s", exc)
+            return inbound
+        locale = (found.get("user") or {}).get("locale")
+        return inbound.model_copy(update={"language": str(locale)[:35]}) if locale else inbound
 
     async def _on_home(self, event: dict[str, Any], client: AsyncWebClient) -> None:
         user = str(event["user"])

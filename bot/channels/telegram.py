@@ -256,7 +256,8 @@ class TelegramChannel:
         # which it re-asks clearly.
         await self._handle(Inbound.parse_text(
             "telegram", str(user.id), str(message.chat.id), message.text or "",
-            display_name=user.full_name[:256], update_id=str(update.update_id)))
+            display_name=user.full_name[:256], update_id=str(update.update_id),
+            language=user.language_code))
 
     async def _on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query, user = update.callback_query, update.effective_user
@@ -273,7 +274,8 @@ class TelegramChannel:
         await self._handle(Inbound(
             channel="telegram", user_id=str(user.id), chat_id=str(chat.id),
             display_name=user.full_name[:256], button=query.data,
-            update_id=str(update.update_id), message_id=message_id))
+            update_id=str(update.update_id), message_id=message_id,
+            language=user.language_code))
 
     async def _on_membership(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         change, chat = update.my_chat_member, update.effective_chat
