@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 FLOWS: dict[str, Flow] = {"onboarding": onboarding.FLOW, **session.FLOWS, **account.FLOWS,
                           **broadcast.FLOWS, **progress.FLOWS, **messages.FLOWS}
 
-STALE_BUTTON = "That button belongs to an earlier question, so I ignored it."
+STALE_BUTTON = i18n.N_("That button belongs to an earlier question, so I ignored it.")
 RETRY_LIMIT = 3
 DB_PATIENCE = 600.0  # seconds an update is held while the database is unreachable
 
@@ -161,8 +161,8 @@ class Engine:
         elif inbound.button is not None:
             await self._press(ctx, state, inbound.button)
         elif state.flow == "idle":
-            ctx.say("I am not sure what you mean. /today shows your exercises, /pain records "
-                    "pain, /help lists everything.")
+            ctx.say(i18n._("I am not sure what you mean. /today shows your exercises, /pain "
+                           "records pain, /help lists everything."))
         else:
             await self._answer(ctx, state, inbound.text or "")
         return ctx.replies
@@ -170,8 +170,8 @@ class Engine:
     async def _stranger(self, repo: Repository, inbound: Inbound) -> list[Outbound]:
         """Someone we hold nothing about: only /start creates a row (the pending consent)."""
         if inbound.command != "start":
-            return [_reply(inbound, "Hello, I am kneecoach, an exercise coach for knee-cap "
-                                    "pain. Send /start to begin.")]
+            return [_reply(inbound, i18n._("Hello, I am kneecoach, an exercise coach for "
+                                           "knee-cap pain. Send /start to begin."))]
         now = self.clock.now()
         user = await repo.add_user(inbound.channel, inbound.user_id, inbound.chat_id, now)
         user.language = i18n.pick(inbound.language, self.default_language)
@@ -241,8 +241,8 @@ class Engine:
         if (token is None or step is None or question is None or token.step != state.step
                 or token.ref != state.version or not question.has_value(token.value)):
             self._retire(ctx)
-            ctx.say(STALE_BUTTON if state.flow != "idle" else
-                    f"{STALE_BUTTON} /help lists what I can do.")
+            ctx.say(i18n._(STALE_BUTTON) if state.flow != "idle" else
+                    i18n._(STALE_BUTTON) + " " + i18n._("/help lists what I can do."))
             await self._reask(ctx, state)
             return
         self._retire(ctx, f"{question.text}\n» {question.label_of(token.value)}")
@@ -260,10 +260,10 @@ class Engine:
         found = await ctx.repo.session(token.ref)
         if found is None or found.user_id != ctx.user.id or ctx.user.status != "active":
             self._retire(ctx)
-            ctx.say(f"{STALE_BUTTON} /today shows today's session.")
+            ctx.say(i18n._(STALE_BUTTON) + " " + i18n._("/today shows today's session."))
             return
         if token.step == "prompt" and found.status == "prompted" and token.value == "snooze":
-            self._retire(ctx, "Snoozed for an hour.")
+            self._retire(ctx, i18n._("Snoozed for an hour."))
             again = prompt_message(ctx.inbound.channel, ctx.user.chat_id, found.id, found.level,
                                    self.program)
             queued = await ctx.repo.enqueue(
@@ -271,13 +271,13 @@ class Engine:
                 kind="prompt", payload=again.model_dump(mode="json"), now=ctx.now,
                 not_before=ctx.now + SNOOZE,
                 dedupe_key=f"snooze:{found.id}:{ctx.inbound.message_id or ctx.now.isoformat()}")
-            ctx.say("I will remind you again in an hour." if queued else
-                    "That reminder is snoozed already.")
+            ctx.say(i18n._("I will remind you again in an hour.") if queued else
+                    i18n._("That reminder is snoozed already."))
             return
         if token.step == "prompt" and found.status == "prompted":
             ctx.answers = {"session_id": found.id}
             ctx.flow = "session"
-            self._retire(ctx, f"Session of {found.day.isoformat()}")
+            self._retire(ctx, i18n._("Session of {day}", day=i18n.day(found.day)))
             await self._goto(ctx, state, await session.answer_status(ctx, token.value)
                              if token.value in ("done", "partial", "skipped") else "status")
             return
@@ -285,11 +285,11 @@ class Engine:
                 "done", "partial") and token.value in ("0", "1", "2"):
             ctx.answers = {"session_id": found.id}
             ctx.flow = "morning"
-            self._retire(ctx, f"Morning check after {found.day.isoformat()}")
+            self._retire(ctx, i18n._("Morning check after {day}", day=i18n.day(found.day)))
             await self._goto(ctx, state, await session.answer_morning_delta(ctx, token.value))
             return
         self._retire(ctx)
-        ctx.say("You have already answered that one. /today shows today's session.")
+        ctx.say(i18n._("You have already answered that one. /today shows today's session."))
 
     async def _how_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
                           ) -> None:

@@ -15,9 +15,11 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import date, time
 from pathlib import Path
 
 from babel import Locale
+from babel.dates import format_date, format_time
 from babel.messages.pofile import read_po
 
 DOMAIN = "kneecoach"
@@ -131,3 +133,26 @@ def locale() -> Locale:
     """Babel's locale for the current language, for dates, weekdays and times."""
     lang = _current.get()
     return Locale.parse(SOURCE if lang == PSEUDO else lang)
+
+
+def day(when: date) -> str:
+    """A date for the patient: ISO in English (as always shown), else the locale's medium
+    form ("4 dic 2026", "04.12.2026")."""
+    if _current.get() in (SOURCE, PSEUDO):
+        return when.isoformat()
+    return format_date(when, "medium", locale=locale())
+
+
+def clock_time(when: time) -> str:
+    """A time of day: 24-hour HH:MM in English (as always shown), else the locale's short
+    form."""
+    if _current.get() in (SOURCE, PSEUDO):
+        return when.strftime("%H:%M")
+    return format_time(when, "short", locale=locale())
+
+
+def short_date(when: date) -> str:
+    """A day and month: "04 Dec" in English (as always shown), else the locale's ("4 dic")."""
+    if _current.get() in (SOURCE, PSEUDO):
+        return when.strftime("%d %b")
+    return format_date(when, "d MMM", locale=locale())

@@ -198,12 +198,15 @@ def describe_days(days: str) -> str:
         return _("on weekdays")
     if days == "67":
         return _("at weekends")
+    return _("on {days}", days=", ".join(short_day(int(d)) for d in days))
+
+
+def short_day(iso_day: int) -> str:
+    """ISO weekday 1-7 in a word of the current language: "Mon", "lun", "Mo."."""
     if i18n.current() in (i18n.SOURCE, i18n.PSEUDO):
-        names = [DAY_NAMES[int(d) - 1].capitalize() for d in days]
-    else:  # Babel's days start on Monday (0), as ISO's do on 1
-        babel_names = get_day_names("abbreviated", locale=i18n.locale())
-        names = [babel_names[int(d) - 1] for d in days]
-    return _("on {days}", days=", ".join(names))
+        return DAY_NAMES[iso_day - 1].capitalize()
+    # Babel's days start on Monday (0), as ISO's do on 1.
+    return str(get_day_names("abbreviated", locale=i18n.locale())[iso_day - 1])
 
 
 def local_date(now: datetime, tz_name: str) -> date:

@@ -22,6 +22,7 @@ from typing import Any, cast
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from conversations import i18n
 from conversations.alerts import alert_coach
 from conversations.flows.progress import weekly_summary
 from conversations.flows.session import HISTORY_DAYS
@@ -71,17 +72,19 @@ class _Prompts:
 
     def __init__(self, program: Program) -> None:
         self.program = program
-        self._rendered: dict[tuple[str, int], str] = {}
+        self._rendered: dict[tuple[str, int, str | None], str] = {}
 
-    def payload(self, channel: str, chat_id: str, session_id: int, level: int) -> str:
-        template = self._rendered.get((channel, level))
+    def payload(self, channel: str, chat_id: str, session_id: int, level: int,
+                language: str | None = None) -> str:
+        template = self._rendered.get((channel, level, language))
         if template is None:
-            message = prompt_message(cast(Channel, channel), self.CHAT, self.SESSION, level,
-                                     self.program)
+            with i18n.speaking(language):
+                message = prompt_message(cast(Channel, channel), self.CHAT, self.SESSION,
+                                         level, self.program)
             template = (_json(message).replace("%", "%%")
                         .replace(json.dumps(self.CHAT), "%(chat)s")
                         .replace(str(self.SESSION), "%(session)d"))
-            self._rendered[(channel, level)] = template
+            self._rendered[(channel, level, language)] = template
         return template % {"chat": json.dumps(chat_id), "session": session_id}
 
 
@@ -139,8 +142,9 @@ class Tick:
                 session_id = open_sessions.get(check.user_id)
                 if session_id is None:
                     continue
-                message = check_message(cast(Channel, check.channel), check.chat_id, session_id,
-                                        now, check.timezone or "UTC")
+                with i18n.speaking(check.language):
+                    message = check_message(cast(Channel, check.channel), check.chat_id,
+                                            session_id, now, check.timezone or "UTC")
                 rows.append(_outbox_row(check.user_id, check.channel, check.chat_id, "check",
                                         _json(message), f"check:{session_id}"))
             await outbox.enqueue_many(db, rows, now)
@@ -207,13 +211,14 @@ class Tick:
                 else:
                     continue  # opened through /today this very moment: it is on screen
                 if user_id in restarts:
-                    message = prompt_message(cast(Channel, d.channel), d.chat_id, session_id,
-                                             level, self.program)
+                    with i18n.speaking(d.language):
+                        message = prompt_message(cast(Channel, d.channel), d.chat_id,
+                                                 session_id, level, self.program)
                     payload = _json(message.model_copy(
                         update={"text": f"{restarts[user_id].message}\n\n{message.text}"}))
                 else:
                     payload = self._prompts_payloads.payload(d.channel, d.chat_id, session_id,
-                                                             level)
+                                                             level, d.language)
                 rows.append(_outbox_row(user_id, d.channel, d.chat_id, "prompt", payload,
                                         f"prompt:{user_id}:{day.isoformat()}"))
             await outbox.enqueue_many(db, rows, now)
@@ -249,12 +254,14 @@ class Tick:
                 if user is None or user.status != "active" or user.unreachable:
                     continue
                 today = local_date(now, tz)
-                text = await weekly_summary(repo, user, today)
+                with i18n.speaking(user.language):
+                    text = await weekly_summary(repo, user, today)
+                    chart = i18n._("/progress shows the chart.")
                 if text is None:
                     continue  # nothing to sum up yet
                 year, week, _ = today.isocalendar()
                 message = Outbound(channel=cast(Channel, user.channel), chat_id=user.chat_id,
-                                   text=f"{text} /progress shows the chart.")
+                                   text=f"{text} {chart}")
                 rows.append(_outbox_row(user.id, user.channel, user.chat_id, "summary",
                                         _json(message), f"summary:{user.id}:{year}-W{week:02d}"))
             await due.advance_summaries(db, moves, now)
@@ -308,7 +315,8 @@ class Tick:
         for user_id, (day, d) in starting.items():
             facts = [SessionFact.model_validate(s)
                      for s in history[user_id] if day - history_days <= s.day < day]
-            restart = r6_restart(level=d.level, today=day, sessions=facts, back=False)
+            with i18n.speaking(d.language):  # its message is the prompt's first line
+                restart = r6_restart(level=d.level, today=day, sessions=facts, back=False)
             if restart is not None:
                 restarts[user_id] = restart
                 db.add(ProgressionEvent(user_id=user_id, at=now, **restart.model_dump()))

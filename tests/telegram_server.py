@@ -88,6 +88,7 @@ class BotApiServer(FakeApi):
         self.webhook: dict[str, Any] = {}
         self.commands: list[dict[str, str]] = []
         self.languages: dict[int, str] = {}  # user id -> their language_code, if any
+        self.menus: dict[str, list[dict[str, str]]] = {}  # language_code ("": default) -> menu
         self.answered: list[str] = []  # callback query ids
         self.handed_out: dict[int, float] = {}  # update id -> when getUpdates first returned it
         self.succeeded: Counter[str] = Counter()  # method -> calls answered ok
@@ -366,7 +367,10 @@ class BotApiServer(FakeApi):
         return True
 
     async def _api_setMyCommands(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
-        self.commands = params.get("commands") or []
+        language = str(params.get("language_code") or "")
+        self.menus[language] = params.get("commands") or []
+        if not language:
+            self.commands = self.menus[language]
         return True
 
     async def _api_setWebhook(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
