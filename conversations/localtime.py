@@ -203,8 +203,10 @@ def describe_days(days: str) -> str:
 
 def short_day(iso_day: int) -> str:
     """ISO weekday 1-7 in a word of the current language: "Mon", "lun", "Mo."."""
-    if i18n.current() in (i18n.SOURCE, i18n.PSEUDO):
+    if i18n.current() == i18n.SOURCE:
         return DAY_NAMES[iso_day - 1].capitalize()
+    if i18n.current() == i18n.PSEUDO:
+        return i18n.pseudo(DAY_NAMES[iso_day - 1].capitalize())
     # Babel's days start on Monday (0), as ISO's do on 1.
     return str(get_day_names("abbreviated", locale=i18n.locale())[iso_day - 1])
 

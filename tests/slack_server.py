@@ -74,6 +74,7 @@ class SlackServer(FakeApi):
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/api/{method}", self._handle),
+                web.get("/api/{method}", self._handle),  # slack_sdk's GET methods: users.info
                 web.post("/upload/{file_id}", self._upload),
                 web.get("/link", self._socket)]
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,13 +17,24 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from bot.channels.slack import SlackChannel
+from bot.channels.telegram import TelegramChannel
+from bot.scheduler import Scheduler
+from bot.sender import OutboxSender
+from bot.settings import Settings
 from conftest import CLEAN_SCREEN, KUJALA_AT, Patient
 from conversations import i18n
+from conversations.clock import ManualClock
+from conversations.commands import MENU
 from conversations.engine import Engine
 from conversations.i18n import _
 from conversations.localtime import describe_days, parse_days, parse_time
 from conversations.messages import ButtonToken
-from storage.models import ConversationState, User
+from conversations.program.data import Program
+from fake_api import free_port
+from slack_server import BOT_TOKEN, SIGNING_SECRET, SlackPerson, SlackServer
+from storage.models import ConversationState, ProgramState, User
+from telegram_server import BotApiServer, Person
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCALE = ROOT / "conversations" / "locale"
@@ -136,8 +149,8 @@ async def test_the_platform_language_is_taken_at_first_contact(
 
 
 async def test_an_unknown_platform_language_gives_the_default(
-        sessions: async_sessionmaker[DbSession], program: object, clock: object) -> None:
-    engine = Engine(sessions, program, clock, default_language="de")  # type: ignore[arg-type]
+        sessions: async_sessionmaker[DbSession], program: Program, clock: ManualClock) -> None:
+    engine = Engine(sessions, program, clock, default_language="de")
     patient = Patient(engine, "u1")
     await patient.send("/start", language="pt-BR")
     assert [b.label for b in patient.buttons] == ["Einverstanden", "Nicht einverstanden"]
@@ -208,12 +221,153 @@ def test_no_bracketless_words_helper() -> None:
     """The helper the pseudo-language tests use finds words outside brackets."""
     assert _outside("[Héllo [wórld]] 42 » ✓") == []
     assert _outside("[Héllo] Stairs? [x]") == ["Stairs"]
+    assert _outside("1. [Brídgé] (/how 9)") == []
 
 
 def _outside(text: str) -> list[str]:
-    """The words of `text` outside brackets: each one came from no catalog."""
+    """The words of `text` outside brackets: each one came from no catalog. Commands are the
+    same in every language (/how), so they do not count."""
+    text = re.sub(r"/[a-z]+", "", text)
     while True:
         stripped = re.sub(r"\[[^\[\]]*\]", "", text)
         if stripped == text:
             return re.findall(r"[^\W\d_]{2,}", stripped)
         text = stripped
+
+
+# --- whole journeys -------------------------------------------------------------------------
+FIRST_PROMPT_DELAY = timedelta(hours=23, seconds=10)  # clock fixture 14 Jan 08:00 -> 15 Jan 07:00
+# English words no Spanish or German reply has: one of them is an untranslated string.
+ENGLISH = re.compile(r"\b(the|your|you|and|is|to|Please|Send|level|pain|knee)\b")
+
+
+@pytest.fixture
+async def slack_api() -> AsyncIterator[SlackServer]:
+    server = SlackServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def slack_url(slack_api: SlackServer, engine: Engine) -> AsyncIterator[str]:
+    port = free_port()
+    channel = SlackChannel(Settings(  # type: ignore[arg-type]
+        slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=f"{slack_api.root}/api/", listen=f"127.0.0.1:{port}"), engine)
+    await channel.start()
+    yield f"http://127.0.0.1:{port}/slack/events"
+    await channel.stop()
+
+
+def _screen(lang: str, city: str) -> list[str]:
+    answers = _in(lang, *CLEAN_SCREEN)
+    return [city if a == "London" else a for a in answers]
+
+
+def _only(lang: str, texts: list[str]) -> None:
+    for text in texts:
+        assert not ENGLISH.search(text), f"English in a {lang} reply: {text!r}"
+
+
+async def test_a_spanish_patient_on_telegram_to_the_first_prompt_and_a_level_change(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession], program: Program, clock: ManualClock) -> None:
+    telegram_api.languages[2001] = "es"
+    ana = Person(telegram_api, 2001)
+    await ana.say("/start")
+    assert "No es un diagnóstico" in ana.text
+    await ana.answer_all(*_screen("es", "Madrid"))
+    assert "Todo listo. Su puntuación de rodilla es" in ana.text
+    assert "Le recordaré cada día a las 07:00 (Europe/Madrid)" in ana.text
+    ticks = Scheduler(sessions, program, clock, grace=timedelta(minutes=180))
+    sender = OutboxSender(sessions, {"telegram": telegram_bot.deliverer}, clock, rate=28)
+    clock.advance(FIRST_PROMPT_DELAY - timedelta(hours=1))  # 07:00 in Madrid is 06:00 UTC
+    assert (await ticks.tick()).prompts == 1
+    await sender.drain()
+    prompt = ana.question
+    assert prompt.text.startswith("Es la hora de los ejercicios de rodilla de hoy (nivel 2)")
+    assert "Rodillo en la cara externa del muslo" in prompt.text
+    assert "Cómo se hace: Rodillo en la cara externa del muslo" in prompt.tokens()
+    await ana.press("Hecho", prompt)
+    assert telegram_api.last(2001).text  # the edit of the pressed prompt
+    edited = [m for m in telegram_api.to(2001) if m.message_id == prompt.message_id][-1]
+    assert edited.text.startswith("Sesión del 15 ene 2026")
+    await ana.answer_all("7")
+    assert "así que volvemos al nivel 1." in ana.text
+    async with sessions() as db:
+        assert (await db.scalars(select(ProgramState))).one().level == 1
+    _only("es", [m.text for m in telegram_api.to(2001)])
+    assert "language_code" not in str(telegram_api.menus.get("", [])[:1])
+    menu = {c["command"]: c["description"] for c in telegram_api.menus["es"]}
+    assert menu["today"] == "los ejercicios de hoy; informar de cómo ha ido"
+    assert [c["command"] for c in telegram_api.menus["de"]] == [n for n, _d in MENU]
+
+
+async def test_a_german_patient_on_slack_to_the_first_prompt_and_a_level_change(
+        slack_api: SlackServer, slack_url: str, sessions: async_sessionmaker[DbSession],
+        program: Program, clock: ManualClock, engine: Engine) -> None:
+    slack_api.locales["U0DE"] = "de-DE"
+    lena = SlackPerson(slack_api, slack_url, "U0DE")
+    await lena.command("start")
+    assert "Er stellt keine Diagnose" in lena.text
+    await lena.answer_all(*_screen("de", "Berlin"))
+    assert "Alles bereit. Ihr Knie-Score ist" in lena.text
+    assert "Ich erinnere Sie jeden Tag um 07:00 (Europe/Berlin)" in lena.text
+    ticks = Scheduler(sessions, program, clock, grace=timedelta(minutes=180))
+    sender = OutboxSender(sessions, {"slack": SlackChannel.deliverer(Settings(  # type: ignore[arg-type]
+        slack_bot_token=BOT_TOKEN, slack_api_url=f"{slack_api.root}/api/"))}, clock, rate=28)
+    clock.advance(FIRST_PROMPT_DELAY - timedelta(hours=1))  # 07:00 in Berlin is 06:00 UTC
+    assert (await ticks.tick()).prompts == 1
+    await sender.drain()
+    prompt = lena.question
+    assert "Zeit für die heutigen Knieübungen (Stufe 2)" in prompt.shown()
+    await lena.press("Erledigt", prompt)
+    await lena.answer_all("7")
+    assert "deshalb gehen wir zurück auf Stufe 1." in lena.text
+    async with sessions() as db:
+        assert (await db.scalars(select(ProgramState))).one().level == 1
+    await lena.command("settings")
+    assert "Wochenzusammenfassung sonntags um" in lena.text
+    _only("de", [p.shown() for p in slack_api.to(lena.channel)])
+
+
+async def test_no_string_left_behind_in_the_pseudo_language(
+        engine: Engine, sessions: async_sessionmaker[DbSession], clock: ManualClock) -> None:
+    """The patient's whole journey in en_XA: a reply word outside brackets came from no
+    catalog, and the test names it."""
+    patient = Patient(engine, "xa")
+    await patient.send("/start")
+    async with sessions() as db, db.begin():
+        (await db.scalars(select(User))).one().language = i18n.PSEUDO
+    seen: list[str] = []
+
+    def check() -> None:
+        for reply in patient.replies:
+            # A language's button is its own name in that language, in every language.
+            texts = [reply.text, *(b.label for row in reply.buttons for b in row
+                                   if b.label not in i18n.LANGUAGES.values())]
+            for text in texts:
+                assert _outside(text) == [], f"outside the catalog: {text!r}"
+                seen.append(text)
+
+    async def go(*answers: str) -> None:
+        for answer in answers:
+            label = i18n.pseudo(answer)
+            if any(b.label == label for b in patient.buttons):
+                await patient.press(label)
+            else:
+                await patient.send(answer)
+            check()
+
+    await go("/start", *CLEAN_SCREEN)
+    assert any("Áll sét" in t for t in seen)
+    for command in ("/today", "Done", "7", "/progress", "/how", "/how 1", "/how nothing",
+                    "/settings", "Summary day", "Mon", "/settings", "Days", "lun-vie",
+                    "/pain", "3", "/help", "/mydata", "/pause", "/today", "/resume",
+                    "/stop", "No", "/language", "/delete", "nope", "/cancel", "/cancel",
+                    "/nonsense", "hello", "/invite", "/start"):
+        await go(command)
+    # A button from an old question, and the first daily prompt of the tick.
+    await patient.press_token(ButtonToken(step="prompt", ref=999, value="done").encode())
+    check()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+from conversations import i18n
 from conversations.context import Ctx
 from conversations.demo import DemoCache, cache_key
 from conversations.i18n import _
@@ -22,6 +23,8 @@ CAPTION_CHARS = 1024  # Telegram's caption limit
 
 
 def _short(exercise: Exercise) -> str:
+    if i18n.current() == i18n.PSEUDO:  # bracketed whole, as every pseudo-language word
+        return i18n.pseudo(exercise.name.split(" (")[0])
     return exercise.words.name.split(" (")[0]
 
 
