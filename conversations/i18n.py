@@ -61,14 +61,18 @@ def _load() -> dict[str, Catalog]:
 
 CATALOGS = _load()
 
-_PLACEHOLDER = re.compile(r"(\{[^{}]*\})")
+# Kept as they are in the test language: placeholders, and commands (the same in every
+# language).
+_KEPT = re.compile(r"(\{[^{}]*\}|/[a-z]+)")
 _ACCENTS = str.maketrans("aeiouyAEIOUYcnCN", "áéíóúýÁÉÍÓÚÝçñÇÑ")
 
 
 def pseudo(message: str) -> str:
-    """`message` in the test language: accented and bracketed, its placeholders kept."""
-    parts = _PLACEHOLDER.split(message)
-    return "[" + "".join(p if p.startswith("{") else p.translate(_ACCENTS) for p in parts) + "]"
+    """`message` in the test language: accented and bracketed, its placeholders and commands
+    kept."""
+    parts = _KEPT.split(message)
+    return "[" + "".join(p if p[:1] in "{/" and _KEPT.fullmatch(p) else p.translate(_ACCENTS)
+                         for p in parts) + "]"
 
 
 def current() -> str:

@@ -26,6 +26,7 @@ from conversations import i18n
 from conversations.alerts import alert_coach
 from conversations.flows.progress import weekly_summary
 from conversations.flows.session import HISTORY_DAYS
+from conversations.i18n import ngettext
 from conversations.localtime import local_date, next_prompt_at, next_summary_at
 from conversations.messages import Channel, Outbound
 from conversations.program.data import Program
@@ -288,9 +289,14 @@ class Tick:
             for done in await outbox.finish_broadcasts(db, now):
                 sent, blocked, failed = (done.outcomes.get(k, 0)
                                          for k in ("sent", "blocked", "failed"))
-                text = (f"Your broadcast of {done.send_at:%Y-%m-%d %H:%M} UTC reached {sent} "
-                        f"patient{'s' if sent != 1 else ''}; {blocked} had blocked the bot; "
-                        f"{failed} could not be delivered.")
+                coach = await Repository(db).user_by_id(done.coach_id)
+                with i18n.speaking(coach.language if coach else None):  # the coach's
+                    text = ngettext(
+                        "Your broadcast of {when} UTC reached {n} patient; {blocked} had "
+                        "blocked the bot; {failed} could not be delivered.",
+                        "Your broadcast of {when} UTC reached {n} patients; {blocked} had "
+                        "blocked the bot; {failed} could not be delivered.", sent,
+                        when=f"{done.send_at:%Y-%m-%d %H:%M}", blocked=blocked, failed=failed)
                 message = Outbound(channel=cast(Channel, done.channel), chat_id=done.chat_id,
                                    text=text)
                 rows.append(_outbox_row(done.coach_id, done.channel, done.chat_id, "report",
