@@ -126,9 +126,11 @@ class Engine:
             repo = Repository(db)
             user = await repo.user(channel, user_id)
             if user is None:
-                return progress.NOT_STARTED
+                with i18n.speaking(self.default_language):
+                    return i18n._(progress.NOT_STARTED)
             today = local_date(self.clock.now(), user.timezone or "UTC")
-            return await progress.home(repo, user, today)
+            with i18n.speaking(user.language or self.default_language):
+                return await progress.home(repo, user, today)
 
     async def _handle(self, repo: Repository, inbound: Inbound) -> list[Outbound]:
         now = self.clock.now()

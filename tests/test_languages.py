@@ -334,6 +334,8 @@ async def test_a_german_patient_on_slack_to_the_first_prompt_and_a_level_change(
         assert (await db.scalars(select(ProgramState))).one().level == 1
     await lena.command("settings")
     assert "Wochenzusammenfassung sonntags um" in lena.text
+    home = json.dumps(slack_api.homes["U0DE"][-1], ensure_ascii=False)  # the App Home too
+    assert "Stufe 1" in home and "Heutige Einheit: erledigt" in home
     _only("de", [p.shown() for p in slack_api.to(lena.channel)])
 
 
