@@ -245,6 +245,7 @@ class SlackChannel:
 
     # --- requests ------------------------------------------------------------------------
     async def _handle(self, inbound: Inbound) -> None:
+        inbound = await self._with_locale(inbound)  # in the user's order, as the rest
         with (logs.handling(inbound.channel, inbound.user_id, inbound.update_id),
               metrics.handling(inbound.channel)):
             replies = await self.engine.handle(inbound)
@@ -258,7 +259,7 @@ class SlackChannel:
         inbound = Inbound.parse_text("slack", user, str(event["channel"]),
                                      str(event.get("text") or ""),
                                      update_id=str(body.get("event_id") or event.get("ts")))
-        await self._users.run(user, self._handle(await self._with_locale(inbound)))
+        await self._users.run(user, self._handle(inbound))
 
     async def _on_press(self, ack: Callable[[], Awaitable[None]], body: dict[str, Any],
                         action: dict[str, Any]) -> None:
@@ -294,7 +295,7 @@ class SlackChannel:
         words = str(command.get("text") or "help").strip().lstrip("/") or "help"
         inbound = Inbound.parse_text("slack", user, channel, f"/{words}",
                                      update_id=f"command:{command.get('trigger_id')}")
-        await self._users.run(user, self._handle(await self._with_locale(inbound)))
+        await self._users.run(user, self._handle(inbound))
 
     async def _with_locale(self, inbound: Inbound) -> Inbound:
         """/start is where the engine takes a new user's language: only then is the user's
