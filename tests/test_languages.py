@@ -31,7 +31,15 @@ from conversations.engine import Engine
 from conversations.i18n import _
 from conversations.localtime import describe_days, parse_days, parse_time
 from conversations.messages import ButtonToken
-from conversations.program.data import Program
+from conversations.program.data import (
+    TRANSLATED as PROGRAM_LANGUAGES,
+)
+from conversations.program.data import (
+    Program,
+    ProgramError,
+    default_program_path,
+    load_program,
+)
 from fake_api import free_port
 from slack_server import BOT_TOKEN, SIGNING_SECRET, SlackPerson, SlackServer
 from storage.models import ConversationState, ProgramState, User
@@ -436,3 +444,28 @@ async def test_no_string_left_behind_for_coaches_and_admins(
     for heard in ("[Ýóúr pátíéñts", "[Prévíéw, tó 1 pátíéñt:]", "[Séñt tó",
                   "[Çóáçhés (págé", "[Óñé rów pér pátíéñt"):
         assert heard in said, heard
+
+
+def test_every_exercise_and_note_is_translated_and_a_missing_one_stops_start_up(
+        tmp_path: Path) -> None:
+    program = load_program()
+    for exercise in program.exercises:
+        assert set(exercise.translations) == set(PROGRAM_LANGUAGES), exercise.id
+    notes = {d.note for level in program.levels for d in level.doses.values() if d.note}
+    assert all(set(program.notes[n]) == set(PROGRAM_LANGUAGES) for n in notes)
+    shipped = default_program_path().read_text(encoding="utf-8")
+    path = tmp_path / "program.toml"
+    without_de = re.sub(r"\[exercises\.translations\.de\]\nname = .*\nhow = .*\n", "",
+                        shipped, count=1)
+    path.write_text(without_de, encoding="utf-8")
+    with pytest.raises(ProgramError, match=r"exercises\.0\.translations \(exercise 'roll'\): "
+                                           r"Value error, no translation in de"):
+        load_program(path)
+    bare = re.sub(r"\[exercises\.translations\.es\]\nname = .*\nhow = .*\n", "",
+                  without_de, count=1)  # no translation at all
+    path.write_text(bare, encoding="utf-8")
+    with pytest.raises(ProgramError, match="no translation in es, de"):
+        load_program(path)
+    path.write_text(shipped.replace('"quarter depth" = {', '"a quarter" = {'), encoding="utf-8")
+    with pytest.raises(ProgramError, match="quarter depth"):
+        load_program(path)

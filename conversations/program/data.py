@@ -117,7 +117,7 @@ class Exercise(_Frozen):
     name: str = Field(min_length=1)
     how: str = Field(min_length=1)
     # [exercises.translations.es]: name and how in each language of TRANSLATED.
-    translations: dict[str, Words] = Field(default_factory=dict)
+    translations: dict[str, Words] = Field(default_factory=dict, validate_default=True)
     optional: bool = False
     foot_turned_out: bool = False
     demo: Demo
