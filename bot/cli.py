@@ -149,7 +149,8 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
     sessions = sessionmaker(database)
     clock = SystemClock()
     demos = DemoCache(settings.demo_dir)
-    engine = Engine(sessions, program, clock, settings.admin_ids, demos=demos)
+    engine = Engine(sessions, program, clock, settings.admin_ids, demos=demos,
+                    default_language=settings.default_language)
     # The demonstrations not yet on disk are drawn in the background, so a first "Show me
     # how" finds them ready (a fraction of a second each, once per program version).
     drawn = threading.Event()

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # Where the exercises' demonstration GIFs are kept (drawn once per program version).
     demo_dir: Path | None = None
     log_level: str = "INFO"
+    # A new user's language when their platform names none we speak.
+    default_language: Literal["en", "es", "de"] = "en"
     log_format: Literal["text", "json"] = "text"
     # How long start-up retries a platform that does not answer (5xx, timeouts) before exit 1.
     startup_seconds: float = Field(60, ge=0, le=3600)

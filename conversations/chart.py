@@ -8,10 +8,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from conversations import i18n
+from conversations.i18n import N_, _, ngettext
+
 WIDTH_IN, HEIGHT_IN, DPI = 6.0, 8.0, 150  # 900 x 1200 pixels
 STATUS_COLOURS = {"done": "#2e7d32", "partial": "#9ccc65", "skipped": "#bdbdbd",
                   "missed": "#e57373"}
-STATUS_WORDS = {"done": "Done", "partial": "Partly", "skipped": "Skipped", "missed": "Missed"}
+STATUS_WORDS = {"done": N_("Done"), "partial": N_("Partly"), "skipped": N_("Skipped"),
+                "missed": N_("Missed")}
 
 
 @dataclass(frozen=True)
@@ -43,17 +47,18 @@ def summary(data: Progress) -> str:
             break
         streak += 1
     recent = [p for d, p in data.pains if (data.today - d).days < 7]
-    change = (f"worst pain this week {max(recent)}/10, {_signed(max(recent) - data.baseline_worst)}"
-              f" since the start" if recent else "no pain reported this week")
+    change = (_("worst pain this week {pain}/10, {change} since the start", pain=max(recent),
+                change=_signed(max(recent) - data.baseline_worst))
+              if recent else _("no pain reported this week"))
     # A partly done session is counted as partly, not as done (it still keeps the streak).
-    sessions = f"{done} of {len(week)} sessions done" + (
-        f" and {partly} partly done" if partly else "")
-    return (f"This week: {sessions}; {change}; current streak "
-            f"{streak} day{'s' if streak != 1 else ''}.")
+    sessions = _("{done} of {total} sessions done", done=done, total=len(week)) + (
+        " " + _("and {partly} partly done", partly=partly) if partly else "")
+    return _("This week: {sessions}; {change}; {streak}.", sessions=sessions, change=change,
+             streak=ngettext("current streak {n} day", "current streak {n} days", streak))
 
 
 def _signed(n: int) -> str:
-    return f"+{n}" if n > 0 else f"{n}" if n < 0 else "no change"
+    return f"+{n}" if n > 0 else f"{n}" if n < 0 else _("no change")
 
 
 def render(data: Progress) -> bytes:
@@ -68,6 +73,7 @@ def render(data: Progress) -> bytes:
 def _draw(data: Progress) -> bytes:
     import matplotlib.dates as mdates
     from matplotlib.figure import Figure  # drawn straight to PNG by Agg: no display, no pyplot
+    from matplotlib.ticker import FuncFormatter
 
     figure = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI, layout="constrained")
     pain_ax, sessions_ax, kujala_ax = figure.subplots(
@@ -76,12 +82,12 @@ def _draw(data: Progress) -> bytes:
                  *(d for d, _ in data.pains), *(d for d, _ in data.kujala)])
     span = (first - timedelta(days=1), data.today + timedelta(days=1))
 
-    pain_ax.set_title("Pain (0-10)", loc="left")
+    pain_ax.set_title(_("Pain (0-10)"), loc="left")
     # The zones patients are taught (CLINICAL.md), named at the right edge: colour alone is
     # not enough on a small screen or for colour-blind eyes.
-    for low, high, colour, name in ((0, 2.5, "#e8f5e9", "safe"), (2.5, 5.5, "#fff8e1",
-                                                                     "acceptable"),
-                                    (5.5, 10.5, "#ffebee", "too much")):
+    for low, high, colour, name in ((0, 2.5, "#e8f5e9", _("safe")),
+                                    (2.5, 5.5, "#fff8e1", _("acceptable")),
+                                    (5.5, 10.5, "#ffebee", _("too much"))):
         pain_ax.axhspan(low, high, color=colour, zorder=0)
         pain_ax.text(1, low + 0.15, name, transform=pain_ax.get_yaxis_transform(), ha="right",
                      va="bottom", fontsize=11, color="#555555", style="italic", zorder=4,
@@ -92,11 +98,11 @@ def _draw(data: Progress) -> bytes:
     days = sorted(worst)
     dense = (span[1] - span[0]).days > 120  # months of points: thinner, or they hide the line
     pain_ax.plot(days, [worst[d] for d in days], color="#c62828", linewidth=1.2 if dense else 2.5,
-                 marker="o", markersize=2 if dense else 5, label="Worst of the day")
+                 marker="o", markersize=2 if dense else 5, label=_("Worst of the day"))
     during = [(s.day, s.pain_during) for s in data.sessions if s.pain_during is not None]
-    pain_ax.scatter([d for d, _ in during], [p for _, p in during], color="#1565c0",
-                    s=8 if dense else 40, zorder=3, label="During exercise")
-    for day, _, after in data.levels:
+    pain_ax.scatter([d for d, _p in during], [p for _d, p in during], color="#1565c0",
+                    s=8 if dense else 40, zorder=3, label=_("During exercise"))
+    for day, _before, after in data.levels:
         pain_ax.axvline(day, color="#6a1b9a", linestyle="--", linewidth=1.5)
         pain_ax.text(day, 10.6, f"L{after}", color="#6a1b9a", ha="center", va="bottom",
                      fontsize=12, fontweight="bold")
@@ -106,19 +112,19 @@ def _draw(data: Progress) -> bytes:
     pain_ax.legend(loc="lower right", bbox_to_anchor=(1, 1), ncol=2, fontsize=11,
                    frameon=False, borderaxespad=0, handlelength=1.5, columnspacing=1)
 
-    sessions_ax.set_title("Sessions", loc="left")
+    sessions_ax.set_title(_("Sessions"), loc="left")
     for s in data.sessions:
         if s.status in STATUS_COLOURS:
             sessions_ax.bar(s.day, 1, width=0.85, color=STATUS_COLOURS[s.status])
     sessions_ax.set_yticks([])
     present = [k for k in STATUS_COLOURS if any(s.status == k for s in data.sessions)]
     for key in present:
-        sessions_ax.bar(data.today, 0, color=STATUS_COLOURS[key], label=STATUS_WORDS[key])
+        sessions_ax.bar(data.today, 0, color=STATUS_COLOURS[key], label=_(STATUS_WORDS[key]))
     if present:
         sessions_ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=len(present),
                            fontsize=11, frameon=False)
 
-    kujala_ax.set_title("Knee score (Kujala, 0-100, higher is better)", loc="left")
+    kujala_ax.set_title(_("Knee score (Kujala, 0-100, higher is better)"), loc="left")
     if data.kujala:
         kujala_ax.plot([d for d, _ in data.kujala], [k for _, k in data.kujala], color="#00695c",
                        linewidth=2.5, marker="s", markersize=8)
@@ -129,7 +135,9 @@ def _draw(data: Progress) -> bytes:
     kujala_ax.set_yticks([0, 50, 100])
     kujala_ax.set_xlim(*span)
     kujala_ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=6))
-    kujala_ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
+    # Day and month in the patient's language (matplotlib's own names are English).
+    kujala_ax.xaxis.set_major_formatter(FuncFormatter(
+        lambda value, _pos: i18n.short_date(mdates.num2date(value).date())))
     for ax in (pain_ax, sessions_ax, kujala_ax):
         ax.spines[["top", "right"]].set_visible(False)
     buffer = io.BytesIO()

@@ -16,6 +16,7 @@ from conversations.flows import (
     account,
     admin,
     howto,
+    language,
     messages,
     onboarding,
     patient_file,
@@ -25,12 +26,13 @@ from conversations.flows import (
     staff,
     statistics,
 )
+from conversations.i18n import N_, _
 
 log = logging.getLogger(__name__)
 
 ENROLLED = ("active", "paused", "referred", "stopped")
 
-HELP = (
+HELP = N_(
     "I am kneecoach, your knee-cap exercise coach.\n"
     "/today - today's exercises and report how it went\n"
     "/how - see how an exercise is done (/how 1 for the first)\n"
@@ -41,11 +43,12 @@ HELP = (
     "/mydata - everything I hold about you, as a file\n"
     "/delete - erase everything I hold about you\n"
     "/ask - write to your coach (/ask and your message)\n"
+    "/language - the language I write in (English, Español, Deutsch)\n"
     "/cancel - leave the current question; nothing half-done is kept\n"
     "I am not a diagnosis or a clinician. Stop an exercise that causes sharp pain and see a "
     "physiotherapist or doctor if you are worried."
 )
-STAFF_HELP = (
+STAFF_HELP = N_(
     "Coach commands: /invite (a code for a new patient; /invite revoke CODE), /patients "
     "[page], /broadcast (preview, then send now or schedule), /clear USER [level] (lift a "
     "patient's hold after a referral or pain pause), /reply USER [text] (write to a patient; "
@@ -62,25 +65,26 @@ STAFF_HELP = (
 )
 # The command menu a channel shows (Telegram's setMyCommands): the patient's commands.
 MENU: tuple[tuple[str, str], ...] = (
-    ("today", "today's exercises; report how it went"),
-    ("how", "see how an exercise is done"),
-    ("pain", "report your knee pain now"),
-    ("progress", "your chart: sessions, pain, level"),
-    ("settings", "reminder time, days or timezone"),
-    ("pause", "pause the reminders"),
-    ("resume", "start the reminders again"),
-    ("stop", "stop the program"),
-    ("ask", "write to your coach"),
-    ("mydata", "everything I hold about you, as a file"),
-    ("delete", "erase everything I hold about you"),
-    ("cancel", "leave the current question"),
-    ("help", "what I can do"),
+    ("today", N_("today's exercises; report how it went")),
+    ("how", N_("see how an exercise is done")),
+    ("pain", N_("report your knee pain now")),
+    ("progress", N_("your chart: sessions, pain, level")),
+    ("settings", N_("reminder time, days or timezone")),
+    ("pause", N_("pause the reminders")),
+    ("resume", N_("start the reminders again")),
+    ("stop", N_("stop the program")),
+    ("ask", N_("write to your coach")),
+    ("mydata", N_("everything I hold about you, as a file")),
+    ("delete", N_("erase everything I hold about you")),
+    ("cancel", N_("leave the current question")),
+    ("language", N_("the language I write in")),
+    ("help", N_("what I can do")),
 )
 _NOT_ACTIVE = {
-    "paused": "Your program is paused. Send /resume to start again.",
-    "stopped": "Your program is stopped. Send /resume to start again.",
-    "referred": ("Your program is paused until a clinician has seen your knee. After that, "
-                 "send /resume."),
+    "paused": N_("Your program is paused. Send /resume to start again."),
+    "stopped": N_("Your program is stopped. Send /resume to start again."),
+    "referred": N_("Your program is paused until a clinician has seen your knee. After that, "
+                   "send /resume."),
     "active": "",
 }
 
@@ -110,7 +114,7 @@ async def run(ctx: Ctx, name: str) -> str | None:
     """The command's answer, once its guards let it through."""
     found = COMMANDS.get(name)
     if found is None:
-        ctx.say(f"I do not know /{name}. /help lists what I can do.")
+        ctx.say(_("I do not know /{name}. /help lists what I can do.", name=name))
         return REASK
     if found.role is not None and not (staff.is_coach(ctx) if found.role == "coach"
                                        else ctx.admin):
@@ -125,13 +129,14 @@ def refuse(ctx: Ctx, role: Role) -> None:
     """The guard of the staff commands: a clear answer, a log line and an audit entry."""
     log.warning("refused /%s for %s (not %s)", ctx.inbound.command, ctx.user.display_id, role)
     ctx.repo.audit(ctx.user.display_id, "refused", ctx.now, command=ctx.inbound.command or "")
-    ctx.say(f"Sorry, /{ctx.inbound.command} is only for "
-            f"{'coaches' if role == 'coach' else 'admins'}.")
+    ctx.say(_("Sorry, /{command} is only for coaches.", command=ctx.inbound.command)
+            if role == "coach" else
+            _("Sorry, /{command} is only for admins.", command=ctx.inbound.command))
 
 
 def finish_setting_up(ctx: Ctx) -> str:
     """The guard of the commands for enrolled patients."""
-    ctx.say("Let us finish setting up first.")
+    ctx.say(_("Let us finish setting up first."))
     return "onboarding:consent" if ctx.flow == "idle" else REASK
 
 
@@ -144,35 +149,36 @@ async def start(ctx: Ctx) -> str | None:
         await staff.hold_invite(ctx, ctx.inbound.args[0])
         return "onboarding:consent"  # keeps the code with the step
     if ctx.user.status == "staff":
-        ctx.say(STAFF_HELP)
+        ctx.say(_(STAFF_HELP))
         return STAY
     if ctx.user.status in ("pending", "onboarding"):
         if ctx.flow == "onboarding":
-            ctx.say("Welcome back; here is where we were.")
+            ctx.say(_("Welcome back; here is where we were."))
             return REASK
         if ctx.user.status == "onboarding":  # consented, then cancelled the questions
-            ctx.say("Let us go through the questions from the start.")
+            ctx.say(_("Let us go through the questions from the start."))
             return onboarding.start_screen(ctx)
         return "onboarding:consent"
     if ctx.user.status == "referred":
         return await resume(ctx)
-    ctx.say("You are already set up. /today shows today's exercises; /help lists everything.")
+    ctx.say(_("You are already set up. /today shows today's exercises; /help lists "
+              "everything."))
     return STAY
 
 
 @command("help")
 async def help_(ctx: Ctx) -> str | None:
-    ctx.say(HELP)
+    ctx.say(_(HELP))
     return REASK
 
 
 @command("cancel")
 async def cancel(ctx: Ctx) -> str | None:
     if ctx.flow == "idle":
-        ctx.say("There is nothing to cancel. /help lists what I can do.")
+        ctx.say(_("There is nothing to cancel. /help lists what I can do."))
         return STAY
-    ctx.say("Cancelled. Nothing from that conversation was saved." +
-            (" Send /start to continue setting up." if ctx.user.status in (
+    ctx.say(_("Cancelled. Nothing from that conversation was saved.") +
+            (" " + _("Send /start to continue setting up.") if ctx.user.status in (
                 "pending", "onboarding") else ""))
     return None
 
@@ -181,6 +187,11 @@ async def cancel(ctx: Ctx) -> str | None:
 async def how(ctx: Ctx) -> str | None:
     await howto.command(ctx)
     return REASK
+
+
+@command("language")
+async def language_(ctx: Ctx) -> str | None:
+    return REASK if await language.command(ctx) else STAY
 
 
 @command("mydata")
@@ -220,7 +231,7 @@ async def stop(ctx: Ctx) -> str | None:
 @command("today", enrolled=True)
 async def today(ctx: Ctx) -> str | None:
     if ctx.user.status != "active":
-        ctx.say(_NOT_ACTIVE[ctx.user.status])
+        ctx.say(_(_NOT_ACTIVE[ctx.user.status]))
         return STAY
     return await session.open_today(ctx)
 
@@ -246,11 +257,11 @@ async def progress_(ctx: Ctx) -> str | None:
 @command("pause", enrolled=True)
 async def pause(ctx: Ctx) -> str | None:
     if ctx.user.status != "active":
-        ctx.say(_NOT_ACTIVE[ctx.user.status])
+        ctx.say(_(_NOT_ACTIVE[ctx.user.status]))
         return STAY
     ctx.user.status = "paused"
     await account.reschedule(ctx)
-    ctx.say("Paused: no reminders until you send /resume.")
+    ctx.say(_("Paused: no reminders until you send /resume."))
     return REASK
 
 
@@ -260,11 +271,12 @@ async def resume(ctx: Ctx) -> str | None:
         ctx.answers = {}
         return await account.resume_held(ctx)
     if ctx.user.status == "active":
-        ctx.say("Your program is running already. /today shows today's session.")
+        ctx.say(_("Your program is running already. /today shows today's session."))
         return STAY
     ctx.user.status = "active"
     await account.reschedule(ctx)
-    ctx.say(f"Welcome back. {account.schedule_line(ctx)} /today shows today's session.")
+    ctx.say(_("Welcome back. {schedule} /today shows today's session.",
+              schedule=account.schedule_line(ctx)))
     return REASK
 
 
@@ -285,7 +297,7 @@ async def patients(ctx: Ctx) -> str | None:
 async def broadcast(ctx: Ctx) -> str | None:
     recipients = await ctx.repo.patients_of(ctx.user.id, ("active",))
     if not recipients:
-        ctx.say("You have no active patients to send to. /invite makes a code for them.")
+        ctx.say(_("You have no active patients to send to. /invite makes a code for them."))
         return STAY
     ctx.answers = {"recipients": len(recipients)}
     return "broadcast:text"

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from conversations import commands
+from conversations import commands, i18n
 from conversations.clock import Clock
 from conversations.context import ERASED, REASK, STAY, Ctx, Flow
 from conversations.demo import DemoCache
@@ -23,6 +24,7 @@ from conversations.flows import (
     broadcast,
     holds,
     howto,
+    language,
     messages,
     onboarding,
     patient_file,
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 FLOWS: dict[str, Flow] = {"onboarding": onboarding.FLOW, **session.FLOWS, **account.FLOWS,
                           **broadcast.FLOWS, **progress.FLOWS, **messages.FLOWS}
 
-STALE_BUTTON = "That button belongs to an earlier question, so I ignored it."
+STALE_BUTTON = i18n.N_("That button belongs to an earlier question, so I ignored it.")
 RETRY_LIMIT = 3
 DB_PATIENCE = 600.0  # seconds an update is held while the database is unreachable
 
@@ -53,8 +55,11 @@ DB_PATIENCE = 600.0  # seconds an update is held while the database is unreachab
 class Engine:
     def __init__(self, sessions: async_sessionmaker[DbSession], program: Program,
                  clock: Clock, admins: frozenset[tuple[str, str]] = frozenset(),
-                 demos: DemoCache | None = None, *, db_patience: float = DB_PATIENCE) -> None:
+                 demos: DemoCache | None = None, *, db_patience: float = DB_PATIENCE,
+                 default_language: str = i18n.SOURCE) -> None:
         self.sessions = sessions
+        # A new user's language when their platform names none we speak.
+        self.default_language = default_language
         self.demos = demos or DemoCache()
         self.db_patience = db_patience
         # Shared by every update in hand: one log line per outage, not one per update.
@@ -69,6 +74,10 @@ class Engine:
         """The replies to one update. While the database is unreachable the update is held
         and tried again with backoff (up to `db_patience` seconds), so it is answered when
         the database is back instead of being dropped."""
+        with i18n.speaking(i18n.pick(inbound.language, self.default_language)):
+            return await self._handle_held(inbound)
+
+    async def _handle_held(self, inbound: Inbound) -> list[Outbound]:
         clashes = tries = 0
         started = asyncio.get_running_loop().time()
         while True:
@@ -78,8 +87,8 @@ class Engine:
             except (StaleState, IntegrityError) as exc:
                 clashes += 1
                 if clashes == RETRY_LIMIT:
-                    return [_reply(inbound, "Sorry, that clashed with another message. "
-                                            "Please send it again.")]
+                    return [_reply(inbound, i18n._("Sorry, that clashed with another message. "
+                                                   "Please send it again."))]
                 log.info("retrying update %s: %s", inbound.update_id, exc)
             except Exception as exc:
                 if not database_lost(exc) or (
@@ -120,9 +129,11 @@ class Engine:
             repo = Repository(db)
             user = await repo.user(channel, user_id)
             if user is None:
-                return progress.NOT_STARTED
+                with i18n.speaking(self.default_language):
+                    return i18n._(progress.NOT_STARTED)
             today = local_date(self.clock.now(), user.timezone or "UTC")
-            return await progress.home(repo, user, today)
+            with i18n.speaking(user.language or self.default_language):
+                return await progress.home(repo, user, today)
 
     async def _handle(self, repo: Repository, inbound: Inbound) -> list[Outbound]:
         now = self.clock.now()
@@ -135,11 +146,18 @@ class Engine:
             # An admin needs no patient consent: their row holds ids and a role, no health data.
             user = await repo.add_user(inbound.channel, inbound.user_id, inbound.chat_id, now)
             user.status, user.role = "staff", "admin"
+            user.language = i18n.pick(inbound.language, self.default_language)
             found = user, await repo.state(user.id)
         if found is None:
             return await self._stranger(repo, inbound)
         user, state = found
         self._refresh_identity(user, inbound)
+        with i18n.speaking(user.language or i18n.pick(inbound.language, self.default_language)):
+            return await self._handle_user(repo, inbound, user, state, admin, now)
+
+    async def _handle_user(self, repo: Repository, inbound: Inbound, user: User,
+                           state: ConversationState, admin: bool, now: datetime
+                           ) -> list[Outbound]:
         ctx = Ctx(repo=repo, inbound=inbound, user=user, now=now, program=self.program,
                   flow=state.flow, answers=dict(state.answers), admin=admin,
                   links=self.invite_links, demos=self.demos)
@@ -148,8 +166,8 @@ class Engine:
         elif inbound.button is not None:
             await self._press(ctx, state, inbound.button)
         elif state.flow == "idle":
-            ctx.say("I am not sure what you mean. /today shows your exercises, /pain records "
-                    "pain, /help lists everything.")
+            ctx.say(i18n._("I am not sure what you mean. /today shows your exercises, /pain "
+                           "records pain, /help lists everything."))
         else:
             await self._answer(ctx, state, inbound.text or "")
         return ctx.replies
@@ -157,10 +175,11 @@ class Engine:
     async def _stranger(self, repo: Repository, inbound: Inbound) -> list[Outbound]:
         """Someone we hold nothing about: only /start creates a row (the pending consent)."""
         if inbound.command != "start":
-            return [_reply(inbound, "Hello, I am kneecoach, an exercise coach for knee-cap "
-                                    "pain. Send /start to begin.")]
+            return [_reply(inbound, i18n._("Hello, I am kneecoach, an exercise coach for "
+                                           "knee-cap pain. Send /start to begin."))]
         now = self.clock.now()
         user = await repo.add_user(inbound.channel, inbound.user_id, inbound.chat_id, now)
+        user.language = i18n.pick(inbound.language, self.default_language)
         state = await repo.state(user.id)
         ctx = Ctx(repo=repo, inbound=inbound, user=user, now=now, program=self.program,
                   flow="idle", answers={})
@@ -227,8 +246,8 @@ class Engine:
         if (token is None or step is None or question is None or token.step != state.step
                 or token.ref != state.version or not question.has_value(token.value)):
             self._retire(ctx)
-            ctx.say(STALE_BUTTON if state.flow != "idle" else
-                    f"{STALE_BUTTON} /help lists what I can do.")
+            ctx.say(i18n._(STALE_BUTTON) if state.flow != "idle" else
+                    i18n._(STALE_BUTTON) + " " + i18n._("/help lists what I can do."))
             await self._reask(ctx, state)
             return
         self._retire(ctx, f"{question.text}\n» {question.label_of(token.value)}")
@@ -246,10 +265,10 @@ class Engine:
         found = await ctx.repo.session(token.ref)
         if found is None or found.user_id != ctx.user.id or ctx.user.status != "active":
             self._retire(ctx)
-            ctx.say(f"{STALE_BUTTON} /today shows today's session.")
+            ctx.say(i18n._(STALE_BUTTON) + " " + i18n._("/today shows today's session."))
             return
         if token.step == "prompt" and found.status == "prompted" and token.value == "snooze":
-            self._retire(ctx, "Snoozed for an hour.")
+            self._retire(ctx, i18n._("Snoozed for an hour."))
             rx = await prescriptions.current(ctx.repo.db, ctx.user.id)
             again = prompt_message(ctx.inbound.channel, ctx.user.chat_id, found.id, found.level,
                                    self.program, rx.off, rx.instruction)
@@ -258,13 +277,13 @@ class Engine:
                 kind="prompt", payload=again.model_dump(mode="json"), now=ctx.now,
                 not_before=ctx.now + SNOOZE,
                 dedupe_key=f"snooze:{found.id}:{ctx.inbound.message_id or ctx.now.isoformat()}")
-            ctx.say("I will remind you again in an hour." if queued else
-                    "That reminder is snoozed already.")
+            ctx.say(i18n._("I will remind you again in an hour.") if queued else
+                    i18n._("That reminder is snoozed already."))
             return
         if token.step == "prompt" and found.status == "prompted":
             ctx.answers = {"session_id": found.id}
             ctx.flow = "session"
-            self._retire(ctx, f"Session of {found.day.isoformat()}")
+            self._retire(ctx, i18n._("Session of {day}", day=i18n.day(found.day)))
             await self._goto(ctx, state, await session.answer_status(ctx, token.value)
                              if token.value in ("done", "partial", "skipped") else "status")
             return
@@ -272,11 +291,11 @@ class Engine:
                 "done", "partial") and token.value in ("0", "1", "2"):
             ctx.answers = {"session_id": found.id}
             ctx.flow = "morning"
-            self._retire(ctx, f"Morning check after {found.day.isoformat()}")
+            self._retire(ctx, i18n._("Morning check after {day}", day=i18n.day(found.day)))
             await self._goto(ctx, state, await session.answer_morning_delta(ctx, token.value))
             return
         self._retire(ctx)
-        ctx.say("You have already answered that one. /today shows today's session.")
+        ctx.say(i18n._("You have already answered that one. /today shows today's session."))
 
     async def _how_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
                           ) -> None:
@@ -295,6 +314,12 @@ class Engine:
                            ) -> None:
         await patient_file.press(ctx, token)  # the keyboard stays: its pages and changes
 
+    async def _language_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
+                               ) -> None:
+        self._retire(ctx)
+        if await language.press(ctx, token):
+            await self._reask(ctx, state)
+
     async def _reply_button(self, ctx: Ctx, state: ConversationState, token: ButtonToken
                             ) -> None:
         self._retire(ctx)
@@ -303,7 +328,7 @@ class Engine:
 
 SESSION_BUTTONS = {"prompt": Engine._prompt_button, "check": Engine._prompt_button,
                    holds.CLEAR_STEP: Engine._clear_button, howto.STEP: Engine._how_button,
-                   messages.ASK_STEP: Engine._ask_button,
+                   messages.ASK_STEP: Engine._ask_button, language.STEP: Engine._language_button,
                    messages.REPLY_STEP: Engine._reply_button,
                    patient_file.STEP: Engine._file_button,
                    prescription.STEP: Engine._file_button}

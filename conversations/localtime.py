@@ -8,12 +8,27 @@ from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from babel.dates import get_day_names
+
+from conversations import i18n
+from conversations.i18n import _
+
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 # Each day as people write it: "mo", "mon", "mons", "monday", "mondays", "tues", "thurs".
 _DAY_WORDS = {word: n for n, full in enumerate(_FULL_DAY_NAMES, 1)
               for word in (full[:2], full[:3], full[:3] + "s", full, full + "s")}
 _DAY_WORDS.update({"tues": 2, "weds": 3, "thur": 4, "thurs": 4})
+# Spanish and German days: every patient may type them, whatever language they read.
+_DAY_WORDS.update({word: n for n, words in enumerate((
+    ("lun", "lunes", "mo", "montag", "montags"),
+    ("mar", "martes", "di", "dienstag", "dienstags"),
+    ("mié", "mie", "miércoles", "miercoles", "mi", "mittwoch", "mittwochs"),
+    ("jue", "jueves", "do", "donnerstag", "donnerstags"),
+    ("vie", "viernes", "fr", "freitag", "freitags"),
+    ("sáb", "sab", "sábado", "sabado", "sa", "samstag", "samstags", "sonnabend"),
+    ("dom", "domingo", "so", "sonntag", "sonntags"),
+), 1) for word in words})
 _DAY_GROUPS = {
     **dict.fromkeys(("every day", "everyday", "each day", "daily", "all days", "all week",
                      "all", "7 days", "the whole week"), "1234567"),
@@ -21,10 +36,23 @@ _DAY_GROUPS = {
                      "working days", "every weekday", "on weekdays"), "12345"),
     **dict.fromkeys(("weekends", "weekend", "at weekends", "on weekends", "every weekend",
                      "at the weekend"), "67"),
+    **dict.fromkeys(("cada día", "cada dia", "todos los días", "todos los dias", "diario",
+                     "a diario", "täglich", "taeglich", "jeden tag", "alle tage"), "1234567"),
+    **dict.fromkeys(("entre semana", "días laborables", "dias laborables", "laborables",
+                     "werktags", "wochentags", "an werktagen"), "12345"),
+    **dict.fromkeys(("fines de semana", "fin de semana", "el fin de semana", "wochenende",
+                     "am wochenende", "wochenenden"), "67"),
 }
 # Words between two days that make a range: any dash, "to", "through", "till".
-_RANGE_WORDS = re.compile(r"\s*(?:[-\u2010-\u2015\u2212~]|\b(?:to|through|thru|till|until)\b)\s*")
-_LIST_WORDS = re.compile(r"[\s,;/&+.]+|\band\b")
+_RANGE_WORDS = re.compile(
+    r"\s*(?:[-\u2010-\u2015\u2212~]|\b(?:to|through|thru|till|until|a|hasta|bis)\b)\s*")
+_LIST_WORDS = re.compile(r"[\s,;/&+.]+|\b(?:and|y|e|und)\b")
+# A time's words in Spanish and German, as the am/pm and nothing they stand for:
+# "7 de la tarde" is 7pm, "19 Uhr" is 19, "7 Uhr abends" is 7pm.
+_TIME_WORDS = (("de la tarde", "pm"), ("de la noche", "pm"), ("de la mañana", "am"),
+               ("de la manana", "am"), ("uhr abends", "pm"), ("uhr nachmittags", "pm"),
+               ("uhr morgens", "am"), ("uhr früh", "am"), ("abends", "pm"),
+               ("nachmittags", "pm"), ("morgens", "am"), ("uhr", ""))
 # re.ASCII: \d is 0-9 only, as everywhere numbers are read (conversations/numbers.py).
 _OFFSET = re.compile(r"^(?:utc|gmt)?\s*([+-])\s*(\d{1,2})(?::?(\d{2}))?$", re.ASCII)
 _TIME = re.compile(r"^(\d{1,2})(?:[:.h](\d{2}))?\s*(am|pm)?$", re.ASCII)
@@ -118,7 +146,10 @@ def zone(name: str) -> tzinfo:
 
 def parse_time(text: str) -> str | None:
     """"7", "07:30", "7.30 pm", "19h30" to "HH:MM"; None when it is not a time of day."""
-    match = _TIME.match(text.strip().lower().replace(" ", ""))
+    spoken = " ".join(text.strip().lower().split())
+    for words, half in _TIME_WORDS:
+        spoken = spoken.replace(words, half)
+    match = _TIME.match(spoken.replace(" ", ""))
     if not match:
         return None
     hour, minute, half = int(match.group(1)), int(match.group(2) or 0), match.group(3)
@@ -143,7 +174,7 @@ def parse_days(text: str) -> str | None:
         return _DAY_GROUPS[cleaned]
     days: set[int] = set()
     for word in _LIST_WORDS.split(_RANGE_WORDS.sub("-", cleaned)):
-        if not word or word in ("on", "every", "each"):
+        if not word or word in ("on", "every", "each", "los", "el", "cada", "am", "jeden"):
             continue
         first, dash, last = word.partition("-")
         if word in _DAY_GROUPS:
@@ -160,13 +191,24 @@ def parse_days(text: str) -> str | None:
 
 
 def describe_days(days: str) -> str:
+    """The days in the current language: "every day", "on Mon, Wed, Fri", "lun, mié, vie"."""
     if days == "1234567":
-        return "every day"
+        return _("every day")
     if days == "12345":
-        return "on weekdays"
+        return _("on weekdays")
     if days == "67":
-        return "at weekends"
-    return "on " + ", ".join(DAY_NAMES[int(d) - 1].capitalize() for d in days)
+        return _("at weekends")
+    return _("on {days}", days=", ".join(short_day(int(d)) for d in days))
+
+
+def short_day(iso_day: int) -> str:
+    """ISO weekday 1-7 in a word of the current language: "Mon", "lun", "Mo."."""
+    if i18n.current() == i18n.SOURCE:
+        return DAY_NAMES[iso_day - 1].capitalize()
+    if i18n.current() == i18n.PSEUDO:
+        return i18n.pseudo(DAY_NAMES[iso_day - 1].capitalize())
+    # Babel's days start on Monday (0), as ISO's do on 1.
+    return str(get_day_names("abbreviated", locale=i18n.locale())[iso_day - 1])
 
 
 def local_date(now: datetime, tz_name: str) -> date:
@@ -182,7 +224,7 @@ def local_datetime(day: date, hhmm: str, tz_name: str) -> datetime:
     candidate = wall
     # A nonexistent time round-trips to another wall time. Gaps are an hour or less in
     # practice (a whole day at most, Samoa 2011), so stepping by minutes is cheap and exact.
-    for _ in range(24 * 60):
+    for _step in range(24 * 60):
         instant = candidate.replace(tzinfo=tz, fold=0).astimezone(UTC)
         if instant.astimezone(tz).replace(tzinfo=None) == candidate:
             return instant
@@ -193,7 +235,7 @@ def local_datetime(day: date, hhmm: str, tz_name: str) -> datetime:
 def next_prompt_at(after: datetime, tz_name: str, hhmm: str, days: str) -> datetime:
     """The first prompt strictly after `after` on a chosen local day at the local time."""
     day = local_date(after, tz_name) - timedelta(days=1)
-    for _ in range(9):
+    for _step in range(9):
         if str(day.isoweekday()) in days:
             candidate = local_datetime(day, hhmm, tz_name)
             if candidate > after:

@@ -56,6 +56,9 @@ class Inbound(BaseModel):
     update_id: str | None = None
     # The message that carried the pressed button, so the adapter can retire its keyboard.
     message_id: str | None = None
+    # The platform's language for this user (Telegram's language_code, Slack's locale), as
+    # the platform spells it; the engine takes it at first contact.
+    language: str | None = Field(None, max_length=35)
 
     @field_validator("*", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ from collections.abc import Collection
 from datetime import date, datetime, timedelta
 
 from conversations.flows import howto
+from conversations.i18n import _
 from conversations.localtime import local_datetime, zone
 from conversations.messages import Button, ButtonToken, Channel, Outbound
 from conversations.program.data import Program
@@ -25,7 +26,9 @@ def _buttons(step: str, session_id: int, options: list[tuple[str, str]]
 
 def instruction_line(instruction: str | None) -> str:
     """The coach's instruction as it stands under the day's exercises (CLINICAL.md 5b)."""
-    return f"\n\nFrom your coach: {instruction}" if instruction else ""
+    if not instruction:
+        return ""
+    return "\n\n" + _("From your coach: {instruction}", instruction=instruction)
 
 
 def prompt_message(channel: Channel, chat_id: str, session_id: int, level: int,
@@ -37,12 +40,13 @@ def prompt_message(channel: Channel, chat_id: str, session_id: int, level: int,
         program.session_lines(level, off=off), 1))
     return Outbound(
         channel=channel, chat_id=chat_id,
-        text=(f"Time for today's knee exercises (level {level}):\n{lines}"
-              f"{instruction_line(instruction)}\n\nStop any exercise "
-              "that causes sharp pain. How did it go?"),
+        text=_("Time for today's knee exercises (level {level}):\n{lines}\n\nStop any "
+               "exercise that causes sharp pain. How did it go?", level=level,
+               lines=lines + instruction_line(instruction)),
         # The report's row first, then a "Show me how" per exercise of the level.
-        buttons=_buttons("prompt", session_id, [("done", "Done"), ("partial", "Partly"),
-                                                ("skipped", "Skipped"), ("snooze", "In 1 hour")])
+        buttons=_buttons("prompt", session_id, [("done", _("Done")), ("partial", _("Partly")),
+                                                ("skipped", _("Skipped")),
+                                                ("snooze", _("In 1 hour"))])
         + howto.buttons(program, level, off=off))
 
 
@@ -50,13 +54,13 @@ def greeting(local: datetime) -> str:
     """A greeting for the patient's local time of day (the check may come with an evening
     prompt, or be opened with /today at any hour)."""
     if 5 <= local.hour < 12:
-        return "Good morning"
-    return "Good afternoon" if 12 <= local.hour < 18 else "Good evening"
+        return _("Good morning")
+    return _("Good afternoon") if 12 <= local.hour < 18 else _("Good evening")
 
 
 def check_question(local: datetime) -> str:
-    return (f"{greeting(local)}. How does your knee feel today, since your last session, "
-            "compared with your usual?")
+    return _("{greeting}. How does your knee feel today, since your last session, compared "
+             "with your usual?", greeting=greeting(local))
 
 
 def check_message(channel: Channel, chat_id: str, session_id: int, now: datetime,
@@ -64,9 +68,9 @@ def check_message(channel: Channel, chat_id: str, session_id: int, now: datetime
     """The next-morning check, greeting by the patient's local time `now`."""
     return Outbound(
         channel=channel, chat_id=chat_id, text=check_question(now.astimezone(zone(tz_name))),
-        buttons=_buttons("check", session_id, [("0", "Same or better"),
-                                               ("1", "A little worse (+1)"),
-                                               ("2", "Clearly worse (+2 or more)")]))
+        buttons=_buttons("check", session_id, [("0", _("Same or better")),
+                                               ("1", _("A little worse (+1)")),
+                                               ("2", _("Clearly worse (+2 or more)"))]))
 
 
 def check_due(session_day: date, tz_name: str, next_prompt: datetime | None) -> datetime:

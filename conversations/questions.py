@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from conversations.i18n import N_, _
 from conversations.messages import Button, ButtonToken
 from conversations.numbers import whole
 
@@ -24,7 +25,7 @@ class Question:
     choices: tuple[Choice, ...] = ()
     # For typed answers that are not one of the choices; returns the value or None.
     parse: Parser | None = None
-    hint: str = "Please pick one of the buttons."
+    hint: str = field(default_factory=lambda: _("Please pick one of the buttons."))
     columns: int = 2
     extra: tuple[str, ...] = field(default=())  # notes shown under the question
     # Free text kept as written (case, line breaks): `parse` gets it only stripped.
@@ -55,24 +56,21 @@ class Question:
         return any(c.value == value for c in self.choices)
 
 
-YES = Choice("yes", "Yes")
-NO = Choice("no", "No")
-
-
 def _yes_no(text: str) -> str | None:
-    if text in ("y", "yes", "yeah", "yep", "ja", "si", "oui"):
+    if text in ("y", "yes", "yeah", "yep", "ja", "si", "sí", "oui", "j"):
         return "yes"
     if text in ("n", "no", "nope", "nah", "non", "nein"):
         return "no"
     return None
 
 
-def yes_no(text: str, *extra: str, yes: str = "Yes", no: str = "No") -> Question:
+def yes_no(text: str, *extra: str, yes: str = "", no: str = "") -> Question:
     """A yes/no question; `yes` and `no` label the buttons when they restate the answer."""
-    if (yes, no) == ("Yes", "No"):
-        return Question(text, (YES, NO), _yes_no, 'Please answer "yes" or "no".', extra=extra)
+    if not (yes or no) or (yes, no) == ("Yes", "No"):
+        return Question(text, (Choice("yes", _("Yes")), Choice("no", _("No"))), _yes_no,
+                        _('Please answer "yes" or "no".'), extra=extra)
     return Question(text, (Choice("yes", yes), Choice("no", no)), _yes_no,
-                    'Please pick a button, or answer "yes" or "no".', columns=1, extra=extra)
+                    _('Please pick a button, or answer "yes" or "no".'), columns=1, extra=extra)
 
 
 # re.ASCII: 0-9 only, as everywhere numbers are read (conversations/numbers.py).
@@ -88,13 +86,13 @@ def parse_pain(text: str) -> str | None:
     return None
 
 
-PAIN_HINT = "Please send a whole number from 0 (no pain) to 10 (worst imaginable)."
+PAIN_HINT = N_("Please send a whole number from 0 (no pain) to 10 (worst imaginable).")
 
 
 def pain_scale(text: str) -> Question:
     return Question(
-        text, tuple(Choice(str(n), str(n)) for n in range(11)), parse_pain, PAIN_HINT,
-        columns=6, extra=("0 = no pain, 10 = worst imaginable.",))
+        text, tuple(Choice(str(n), str(n)) for n in range(11)), parse_pain, _(PAIN_HINT),
+        columns=6, extra=(_("0 = no pain, 10 = worst imaginable."),))
 
 
 def choices(text: str, options: list[tuple[str, str]], hint: str | None = None,
@@ -102,7 +100,7 @@ def choices(text: str, options: list[tuple[str, str]], hint: str | None = None,
     made = tuple(Choice(value, label) for value, label in options)
     numbered = _by_number(made)
     combined = numbered if parse is None else (lambda t: numbered(t) or parse(t))
-    return Question(text, made, combined, hint or "Please pick one of the buttons.",
+    return Question(text, made, combined, hint or _("Please pick one of the buttons."),
                     columns=columns)
 
 

@@ -22,9 +22,11 @@ from typing import Any, cast
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from conversations import i18n
 from conversations.alerts import alert_coach
 from conversations.flows.progress import weekly_summary
 from conversations.flows.session import HISTORY_DAYS
+from conversations.i18n import ngettext
 from conversations.localtime import local_date, next_prompt_at, next_summary_at
 from conversations.messages import Channel, Outbound
 from conversations.program.data import Program
@@ -72,14 +74,15 @@ class _Prompts:
 
     def __init__(self, program: Program) -> None:
         self.program = program
-        self._rendered: dict[tuple[str, int], str] = {}
+        self._rendered: dict[tuple[str, int, str | None], str] = {}
 
-    def template(self, channel: str, level: int) -> str:
-        template = self._rendered.get((channel, level))
+    def template(self, channel: str, level: int, language: str | None) -> str:
+        template = self._rendered.get((channel, level, language))
         if template is None:
-            template = _json(prompt_message(cast(Channel, channel), self.CHAT, self.SESSION,
-                                            level, self.program))
-            self._rendered[(channel, level)] = template
+            with i18n.speaking(language):
+                template = _json(prompt_message(cast(Channel, channel), self.CHAT, self.SESSION,
+                                                level, self.program))
+            self._rendered[(channel, level, language)] = template
         return template
 
 
@@ -137,8 +140,9 @@ class Tick:
                 session_id = open_sessions.get(check.user_id)
                 if session_id is None:
                     continue
-                message = check_message(cast(Channel, check.channel), check.chat_id, session_id,
-                                        now, check.timezone or "UTC")
+                with i18n.speaking(check.language):
+                    message = check_message(cast(Channel, check.channel), check.chat_id,
+                                            session_id, now, check.timezone or "UTC")
                 rows.append(_outbox_row(check.user_id, check.channel, check.chat_id, "check",
                                         _json(message), f"check:{session_id}"))
             await outbox.enqueue_many(db, rows, now)
@@ -192,7 +196,8 @@ class Tick:
                 db, _by_day((d.user_id, day) for day, d in fresh), "prompted", now)
 
             rows = []  # a re-start's prompt (it says why) and prescribed ones, built here
-            copies: dict[tuple[str, int], list[int]] = defaultdict(list)  # the rest, in SQL
+            # The rest in SQL, from one copy per channel, level and language.
+            copies: dict[tuple[str, int, str | None], list[int]] = defaultdict(list)
             # A coach's prescription (exercises off, an instruction) makes a patient's own copy.
             rxs = await prescriptions.current_of(db, [uid for uid, _ in sending])
             for (user_id, day), d in sending.items():
@@ -207,18 +212,19 @@ class Tick:
                     continue  # opened through /today this very moment: it is on screen
                 rx = rxs.get(user_id, prescriptions.NONE)
                 if user_id not in restarts and rx.plain:
-                    copies[(d.channel, level)].append(session_id)
+                    copies[(d.channel, level, d.language)].append(session_id)
                     continue
-                message = prompt_message(cast(Channel, d.channel), d.chat_id, session_id,
-                                         level, self.program, rx.off, rx.instruction)
+                with i18n.speaking(d.language):
+                    message = prompt_message(cast(Channel, d.channel), d.chat_id, session_id,
+                                             level, self.program, rx.off, rx.instruction)
                 before = f"{restarts[user_id].message}\n\n" if user_id in restarts else ""
                 rows.append(_outbox_row(user_id, d.channel, d.chat_id, "prompt", _json(
                     message.model_copy(update={"text": before + message.text})),
                     f"prompt:{user_id}:{day.isoformat()}"))
             await outbox.enqueue_many(db, rows, now)
-            for (channel, level), session_ids in copies.items():
+            for (channel, level, language), session_ids in copies.items():
                 await outbox.enqueue_per_session(
-                    db, "prompt", self._prompts_payloads.template(channel, level),
+                    db, "prompt", self._prompts_payloads.template(channel, level, language),
                     _Prompts.MARKS, session_ids, now)
             report.prompts += len(rows) + sum(map(len, copies.values()))
         return len(claimed) == self.batch
@@ -252,12 +258,14 @@ class Tick:
                 if user is None or user.status != "active" or user.unreachable:
                     continue
                 today = local_date(now, tz)
-                text = await weekly_summary(repo, user, today)
+                with i18n.speaking(user.language):
+                    text = await weekly_summary(repo, user, today)
+                    chart = i18n._("/progress shows the chart.")
                 if text is None:
                     continue  # nothing to sum up yet
                 year, week, _ = today.isocalendar()
                 message = Outbound(channel=cast(Channel, user.channel), chat_id=user.chat_id,
-                                   text=f"{text} /progress shows the chart.")
+                                   text=f"{text} {chart}")
                 rows.append(_outbox_row(user.id, user.channel, user.chat_id, "summary",
                                         _json(message), f"summary:{user.id}:{year}-W{week:02d}"))
             await due.advance_summaries(db, moves, now)
@@ -284,9 +292,14 @@ class Tick:
             for done in await outbox.finish_broadcasts(db, now):
                 sent, blocked, failed = (done.outcomes.get(k, 0)
                                          for k in ("sent", "blocked", "failed"))
-                text = (f"Your broadcast of {done.send_at:%Y-%m-%d %H:%M} UTC reached {sent} "
-                        f"patient{'s' if sent != 1 else ''}; {blocked} had blocked the bot; "
-                        f"{failed} could not be delivered.")
+                coach = await Repository(db).user_by_id(done.coach_id)
+                with i18n.speaking(coach.language if coach else None):  # the coach's
+                    text = ngettext(
+                        "Your broadcast of {when} UTC reached {n} patient; {blocked} had "
+                        "blocked the bot; {failed} could not be delivered.",
+                        "Your broadcast of {when} UTC reached {n} patients; {blocked} had "
+                        "blocked the bot; {failed} could not be delivered.", sent,
+                        when=f"{done.send_at:%Y-%m-%d %H:%M}", blocked=blocked, failed=failed)
                 message = Outbound(channel=cast(Channel, done.channel), chat_id=done.chat_id,
                                    text=text)
                 rows.append(_outbox_row(done.coach_id, done.channel, done.chat_id, "report",
@@ -311,7 +324,8 @@ class Tick:
         for user_id, (day, d) in starting.items():
             facts = [SessionFact.model_validate(s)
                      for s in history[user_id] if day - history_days <= s.day < day]
-            restart = r6_restart(level=d.level, today=day, sessions=facts, back=False)
+            with i18n.speaking(d.language):  # its message is the prompt's first line
+                restart = r6_restart(level=d.level, today=day, sessions=facts, back=False)
             if restart is not None:
                 restarts[user_id] = restart
                 db.add(ProgressionEvent(user_id=user_id, at=now, **restart.model_dump()))

@@ -56,6 +56,7 @@ class DuePrompt:
     reminder_days: str | None
     level: int
     next_prompt_at: datetime
+    language: str | None  # the prompt is worded in it
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class DueCheck:
     status: str
     unreachable: bool
     next_check_at: datetime
+    language: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +86,10 @@ class DueSummary:
 # --- enrolments ----------------------------------------------------------------------------
 _PROMPT_COLUMNS = (_program.c.user_id, _users.c.channel, _users.c.chat_id, _users.c.timezone,
                    _users.c.reminder_time, _users.c.reminder_days, _program.c.level,
-                   _program.c.next_prompt_at)
+                   _program.c.next_prompt_at, _users.c.language)
 _CHECK_COLUMNS = (_program.c.user_id, _users.c.channel, _users.c.chat_id, _users.c.timezone,
-                  _users.c.status, _users.c.unreachable, _program.c.next_check_at)
+                  _users.c.status, _users.c.unreachable, _program.c.next_check_at,
+                  _users.c.language)
 
 
 def _due_prompts(db: DbSession, now: datetime) -> Select[Any]:

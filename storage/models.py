@@ -98,6 +98,8 @@ class User(Base):
     reminder_time: Mapped[str | None] = mapped_column(String(5))  # local HH:MM
     reminder_days: Mapped[str | None] = mapped_column(String(7))  # ISO weekdays, "12345"
     summary_day: Mapped[int | None] = mapped_column(Integer)  # ISO weekday; None: Sunday
+    # The language the user reads ("es"); None: the service's default.
+    language: Mapped[str | None] = mapped_column(String(8))
     # Set when the channel says the user blocked the bot; cleared when they write again.
     unreachable: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -63,6 +63,7 @@ class SlackServer(FakeApi):
         self.homes: dict[str, list[dict[str, Any]]] = {}
         self.files: list[tuple[str, str, bytes]] = []  # channel, name, bytes
         self.rate_limited = 0  # the next this many chat.postMessage calls get a 429
+        self.locales: dict[str, str] = {}  # user -> their Slack locale ("de-DE"), users.info
         self._ts = itertools.count(1)
         self._uploads: dict[str, tuple[str, bytes]] = {}
         # Socket Mode
@@ -73,6 +74,7 @@ class SlackServer(FakeApi):
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/api/{method}", self._handle),
+                web.get("/api/{method}", self._handle),  # slack_sdk's GET methods: users.info
                 web.post("/upload/{file_id}", self._upload),
                 web.get("/link", self._socket)]
 
@@ -194,6 +196,13 @@ class SlackServer(FakeApi):
     def _api_views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
         self.homes.setdefault(str(params["user_id"]), []).append(params["view"])
         return {"ok": True, "view": {"id": "V1"}}
+
+    def _api_users_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        user = str(params.get("user"))
+        found: dict[str, Any] = {"id": user}
+        if params.get("include_locale") in (True, "true", "1") and user in self.locales:
+            found["locale"] = self.locales[user]
+        return {"ok": True, "user": found}
 
     def _api_conversations_open(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "channel": {"id": f"D{params['users']}"}}

@@ -88,6 +88,8 @@ class BotApiServer(FakeApi):
         self.blocked: set[str] = set()
         self.webhook: dict[str, Any] = {}
         self.commands: list[dict[str, str]] = []
+        self.languages: dict[int, str] = {}  # user id -> their language_code, if any
+        self.menus: dict[str, list[dict[str, str]]] = {}  # language_code ("": default) -> menu
         self.answered: list[str] = []  # callback query ids
         self.handed_out: dict[int, float] = {}  # update id -> when getUpdates first returned it
         self.succeeded: Counter[str] = Counter()  # method -> calls answered ok
@@ -136,9 +138,10 @@ class BotApiServer(FakeApi):
                 self.webhook["url"], data=json.dumps(update), headers=headers) as response:
             return response.status
 
-    @staticmethod
-    def user(user_id: int, name: str = "Ann") -> dict[str, Any]:
-        return {"id": user_id, "is_bot": False, "first_name": name}
+    def user(self, user_id: int, name: str = "Ann") -> dict[str, Any]:
+        language = self.languages.get(user_id)
+        return {"id": user_id, "is_bot": False, "first_name": name,
+                **({"language_code": language} if language else {})}
 
     @staticmethod
     def chat(chat_id: int, kind: str = "private") -> dict[str, Any]:
@@ -376,7 +379,10 @@ class BotApiServer(FakeApi):
         return True
 
     async def _api_setMyCommands(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
-        self.commands = params.get("commands") or []
+        language = str(params.get("language_code") or "")
+        self.menus[language] = params.get("commands") or []
+        if not language:
+            self.commands = self.menus[language]
         return True
 
     async def _api_setWebhook(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:

@@ -245,6 +245,7 @@ class SlackChannel:
 
     # --- requests ------------------------------------------------------------------------
     async def _handle(self, inbound: Inbound) -> None:
+        inbound = await self._with_locale(inbound)  # in the user's order, as the rest
         with (logs.handling(inbound.channel, inbound.user_id, inbound.update_id),
               metrics.handling(inbound.channel)):
             replies = await self.engine.handle(inbound)
@@ -295,6 +296,19 @@ class SlackChannel:
         inbound = Inbound.parse_text("slack", user, channel, f"/{words}",
                                      update_id=f"command:{command.get('trigger_id')}")
         await self._users.run(user, self._handle(inbound))
+
+    async def _with_locale(self, inbound: Inbound) -> Inbound:
+        """/start is where the engine takes a new user's language: only then is the user's
+        Slack locale asked for (users.info), and a failure leaves the default."""
+        if inbound.command != "start":
+            return inbound
+        try:
+            found = await self.app.client.users_info(user=inbound.user_id, include_locale=True)
+        except (SlackApiError, ClientError, TimeoutError) as exc:
+            log.info("users.info for the locale failed: %s", exc)
+            return inbound
+        locale = (found.get("user") or {}).get("locale")
+        return inbound.model_copy(update={"language": str(locale)[:35]}) if locale else inbound
 
     async def _on_home(self, event: dict[str, Any], client: AsyncWebClient) -> None:
         user = str(event["user"])

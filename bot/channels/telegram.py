@@ -42,6 +42,7 @@ from bot.settings import Settings
 from bot.web import WebServer
 from conversations.commands import MENU
 from conversations.engine import Engine
+from conversations.i18n import LANGUAGES, SOURCE, _, speaking
 from conversations.messages import Inbound, Outbound
 
 log = logging.getLogger(__name__)
@@ -143,14 +144,20 @@ class TelegramChannel:
                        _rejected_token)
         self.engine.invite_links["telegram"] = (
             f"https://t.me/{self.app.bot.username}?start={{code}}")
-        commands = [BotCommand(name, about) for name, about in MENU]
-        try:
-            await at_start("Telegram setMyCommands",
-                           lambda: self.app.bot.set_my_commands(commands),
-                           min(self.settings.startup_seconds, 0.5 * COMMAND_TRIES),
-                           _rejected_token)
-        except StartupError as exc:
-            log.warning("%s; going on without the command menu", exc)
+        # The menu in English for everyone, then in each language for users whose Telegram
+        # is set to it; the command names stay the same in every language.
+        for language in (None, *(code for code in LANGUAGES if code != SOURCE)):
+            with speaking(language):
+                commands = [BotCommand(name, _(about)) for name, about in MENU]
+            try:
+                await at_start("Telegram setMyCommands",
+                               lambda commands=commands, language=language:
+                               self.app.bot.set_my_commands(commands, language_code=language),
+                               min(self.settings.startup_seconds, 0.5 * COMMAND_TRIES),
+                               _rejected_token)
+            except StartupError as exc:
+                log.warning("%s; going on without the command menu", exc)
+                break
         await self.app.start()
         url = self.settings.telegram_webhook_url
         if url:
@@ -256,7 +263,8 @@ class TelegramChannel:
         # which it re-asks clearly.
         await self._handle(Inbound.parse_text(
             "telegram", str(user.id), str(message.chat.id), message.text or "",
-            display_name=user.full_name[:256], update_id=str(update.update_id)))
+            display_name=user.full_name[:256], update_id=str(update.update_id),
+            language=user.language_code))
 
     async def _on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query, user = update.callback_query, update.effective_user
@@ -273,7 +281,8 @@ class TelegramChannel:
         await self._handle(Inbound(
             channel="telegram", user_id=str(user.id), chat_id=str(chat.id),
             display_name=user.full_name[:256], button=query.data,
-            update_id=str(update.update_id), message_id=message_id))
+            update_id=str(update.update_id), message_id=message_id,
+            language=user.language_code))
 
     async def _on_membership(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         change, chat = update.my_chat_member, update.effective_chat

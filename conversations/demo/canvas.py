@@ -14,6 +14,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyArrow, Polygon, Rectangle
 from PIL import Image
 
+from conversations import i18n
 from conversations.demo.figure import (
     ARM_R,
     BACKGROUND,
@@ -58,7 +59,9 @@ class Canvas:
         top = max(ys) + pad
         scale = min(WIDTH_PX / (right - left), FIGURE_MAX_PX / (top - bottom))
         self.title = textwrap.wrap(exercise.name, 36)
-        self.dose_lines = textwrap.wrap(dose.describe(), 44) if dose is not None else []
+        # A drawing is kept once for everyone (its key has no language): its words in English.
+        with i18n.speaking(i18n.SOURCE):
+            self.dose_lines = textwrap.wrap(dose.describe(), 44) if dose is not None else []
         caption_px = 14 + 24 * len(self.title) + 21 * len(self.dose_lines) + 6
         figure_w, figure_h = (right - left) * scale, (top - bottom) * scale
         inset = DETAIL_PX if demo.details else 0

@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, timedelta
 
+from conversations import i18n
 from conversations.context import Ctx, Flow, Step
+from conversations.i18n import _, ngettext
 from conversations.localtime import local_datetime, zone
 from conversations.messages import Outbound
 from conversations.questions import Question, choices
@@ -21,9 +23,10 @@ def _broadcast_text(text: str) -> str | None:
 
 
 def ask_broadcast_text(ctx: Ctx) -> Question:
-    return Question("Write the message for your active patients (up to 12,000 characters). "
-                    "/cancel stops.", parse=_broadcast_text, raw=True,
-                    hint=f"A broadcast needs some text, at most {MAX_BROADCAST:,} characters.")
+    return Question(_("Write the message for your active patients (up to {max} characters). "
+                      "/cancel stops.", max=f"{MAX_BROADCAST:,}"), parse=_broadcast_text,
+                    raw=True, hint=_("A broadcast needs some text, at most {max} characters.",
+                                     max=f"{MAX_BROADCAST:,}"))
 
 
 async def answer_broadcast_text(ctx: Ctx, value: str) -> str | None:
@@ -34,15 +37,18 @@ async def answer_broadcast_text(ctx: Ctx, value: str) -> str | None:
 def ask_broadcast_confirm(ctx: Ctx) -> Question:
     count = ctx.answers.get("recipients", 0)
     text = ctx.answers["text"]
-    preview = text if len(text) <= 500 else text[:500] + f"... ({len(text):,} characters)"
-    return choices(f"Preview, to {count} patient{'s' if count != 1 else ''}:\n\n{preview}",
-                   [("now", "Send now"), ("later", "Schedule"), ("cancel", "Cancel")],
+    preview = text if len(text) <= 500 else text[:500] + "... " + _(
+        "({count} characters)", count=f"{len(text):,}")
+    # The coach's text is shown as they wrote it, after the translated heading.
+    return choices(ngettext("Preview, to {n} patient:", "Preview, to {n} patients:", count)
+                   + f"\n\n{preview}",
+                   [("now", _("Send now")), ("later", _("Schedule")), ("cancel", _("Cancel"))],
                    columns=3)
 
 
 async def answer_broadcast_confirm(ctx: Ctx, value: str) -> str | None:
     if value == "cancel":
-        ctx.say("Broadcast cancelled; nothing was sent.")
+        ctx.say(_("Broadcast cancelled; nothing was sent."))
         return None
     if value == "later":
         return "when"
@@ -56,9 +62,9 @@ def _parse_when(text: str) -> str | None:
 
 
 def ask_broadcast_when(ctx: Ctx) -> Question:
-    return Question(f"When should it go? Send a date and time such as 2026-12-01 18:00 "
-                    f"({ctx.user.timezone or 'UTC'}).", parse=_parse_when,
-                    hint="Please send a date and time such as 2026-12-01 18:00.")
+    return Question(_("When should it go? Send a date and time such as 2026-12-01 18:00 "
+                      "({timezone}).", timezone=ctx.user.timezone or "UTC"), parse=_parse_when,
+                    hint=_("Please send a date and time such as 2026-12-01 18:00."))
 
 
 async def answer_broadcast_when(ctx: Ctx, value: str) -> str | None:
@@ -67,14 +73,15 @@ async def answer_broadcast_when(ctx: Ctx, value: str) -> str | None:
         when = local_datetime(date.fromisoformat(day), f"{int(hhmm[:-3]):02d}:{hhmm[-2:]}",
                               ctx.user.timezone or "UTC")
     except (ValueError, OverflowError):  # 9999-12-31 23:59 east of UTC is past year 9999
-        ctx.say("That is not a real date and time. Please send one such as 2026-12-01 18:00.")
+        ctx.say(_("That is not a real date and time. Please send one such as 2026-12-01 "
+                  "18:00."))
         return "when"
     if when <= ctx.now:
-        ctx.say("That time has passed. Please send a time in the future.")
+        ctx.say(_("That time has passed. Please send a time in the future."))
         return "when"
     if when > ctx.now + SCHEDULE_AHEAD:
-        ctx.say(f"A broadcast can be scheduled up to {SCHEDULE_AHEAD.days} days ahead. "
-                "Please send an earlier time.")
+        ctx.say(_("A broadcast can be scheduled up to {days} days ahead. Please send an "
+                  "earlier time.", days=SCHEDULE_AHEAD.days))
         return "when"
     await _queue_broadcast(ctx, when)
     return None
@@ -90,8 +97,10 @@ async def _queue_broadcast(ctx: Ctx, when: datetime) -> None:
     await ctx.repo.flush()
     recipients = await ctx.repo.patients_of(ctx.user.id, ("active",))
     for patient in recipients:
+        with i18n.speaking(patient.language):  # the heading in theirs; the text as written
+            heading = _("Message from your coach:")
         message = Outbound(channel=patient.channel, chat_id=patient.chat_id,  # type: ignore[arg-type]
-                           text=f"Message from your coach:\n\n{text}")
+                           text=f"{heading}\n\n{text}")
         await ctx.repo.enqueue(user_id=patient.id, channel=patient.channel,
                                chat_id=patient.chat_id, kind="broadcast",
                                payload=message.model_dump(mode="json"), now=ctx.now,
@@ -100,9 +109,9 @@ async def _queue_broadcast(ctx: Ctx, when: datetime) -> None:
     ctx.repo.audit(ctx.user.display_id, "broadcast", ctx.now, broadcast=row.id,
                    recipients=len(recipients))
     local = when.astimezone(zone(ctx.user.timezone or "UTC"))
-    at = "now" if when <= ctx.now else f"at {local:%Y-%m-%d %H:%M}"
-    ctx.say(f"Broadcast queued to {len(recipients)} patients, sending {at}. You will get a "
-            "delivery report when it is done.")
+    at = _("now") if when <= ctx.now else _("at {when}", when=f"{local:%Y-%m-%d %H:%M}")
+    ctx.say(_("Broadcast queued to {count} patients, sending {at}. You will get a delivery "
+              "report when it is done.", count=len(recipients), at=at))
 
 
 FLOWS: dict[str, Flow] = {

@@ -10,6 +10,7 @@ from typing import Literal
 
 from conversations.alerts import alert_coach
 from conversations.context import Ctx
+from conversations.i18n import _
 from conversations.localtime import local_date, next_prompt_at, next_summary_at
 from conversations.messages import Button, ButtonToken
 from storage.models import Hold, ProgramState, ProgressionEvent, User
@@ -68,15 +69,15 @@ async def lift(ctx: Ctx, patient: User, hold: Hold, *, by: str, why: str,
     if program is None or restart is None:  # referred at the screen: screen again first
         patient.status = "onboarding"
         text = "the safety questions are asked again before any program"
-        said = "Your hold is lifted. Next, the safety questions again."
+        said = _("Your hold is lifted. Next, the safety questions again.")
     else:
         hold.restart_level = restart
         patient.status = "active"
         day = local_date(ctx.now, patient.timezone or "UTC")
-        said = (f"Your hold is lifted. You restart at level {restart}"
-                + (", as your coach set." if level is not None else
-                   ", one level lower than before, to let the knee get used to the exercises "
-                   "again."))
+        said = (_("Your hold is lifted. You restart at level {level}, as your coach set.",
+                  level=restart) if level is not None else
+                _("Your hold is lifted. You restart at level {level}, one level lower than "
+                  "before, to let the knee get used to the exercises again.", level=restart))
         ctx.repo.add(ProgressionEvent(user_id=patient.id, at=ctx.now, day=day,
                                       from_level=program.level, to_level=restart,
                                       action="restart", rule="R9", message=said))
@@ -122,6 +123,6 @@ async def request_clear(ctx: Ctx, hold: Hold) -> None:
                          f"it below or with /clear {user.display_id} [level]."), ctx.now,
         buttons=buttons, dedupe_key=f"clear:{hold.id}:{ctx.today.isoformat()}")
     hold.requested_at = hold.requested_at or ctx.now
-    ctx.say("Your program is on hold until your coach clears it. "
-            + ("I have sent them your request with your latest answers."
-               if sent else "I sent them your request today already."))
+    ctx.say(_("Your program is on hold until your coach clears it.") + " "
+            + (_("I have sent them your request with your latest answers.")
+               if sent else _("I sent them your request today already.")))

@@ -10,8 +10,10 @@ import asyncio
 import hashlib
 from collections.abc import Collection
 
+from conversations import i18n
 from conversations.context import Ctx
 from conversations.demo import DemoCache, cache_key
+from conversations.i18n import _
 from conversations.messages import Button, ButtonToken, Media
 from conversations.numbers import whole
 from conversations.program.data import Dose, Exercise, Program
@@ -22,7 +24,9 @@ CAPTION_CHARS = 1024  # Telegram's caption limit
 
 
 def _short(exercise: Exercise) -> str:
-    return exercise.name.split(" (")[0]
+    if i18n.current() == i18n.PSEUDO:  # bracketed whole, as every pseudo-language word
+        return i18n.pseudo(exercise.name.split(" (")[0])
+    return exercise.words.name.split(" (")[0]
 
 
 def buttons(program: Program, level: int | None, exercises: list[Exercise] | None = None,
@@ -32,7 +36,7 @@ def buttons(program: Program, level: int | None, exercises: list[Exercise] | Non
     if exercises is None:
         doses = program.levels[level - 1].doses if level else {}
         exercises = [e for e in program.exercises if e.id in doses and e.id not in off]
-    return tuple((Button(label=f"Show me how: {_short(e)}",
+    return tuple((Button(label=_("Show me how: {exercise}", exercise=_short(e)),
                          token=ButtonToken(step=STEP, ref=level or 0, value=e.id).encode()),)
                  for e in exercises)
 
@@ -58,9 +62,10 @@ async def send(ctx: Ctx, exercise: Exercise, level: int | None) -> None:
     dose = _dose(ctx.program, exercise, level)
     # Drawing takes a fraction of a second the first time: off the event loop.
     media = await asyncio.to_thread(media_for, exercise, dose, ctx.demos)
-    lines = [exercise.name + (f": {dose.describe()}" if dose else ""), exercise.how]
+    words = exercise.words
+    lines = [words.name + (f": {dose.describe(ctx.program.notes)}" if dose else ""), words.how]
     if exercise.optional:
-        lines.append("Optional hip work.")
+        lines.append(_("Optional hip work."))
     ctx.say("\n".join(lines)[:CAPTION_CHARS], media=media)
 
 
@@ -73,7 +78,7 @@ async def press(ctx: Ctx, token: ButtonToken) -> None:
     """A "Show me how" button: always valid (it only shows), whatever the conversation."""
     exercise = ctx.program.exercise(token.value)
     if exercise is None:  # a button from an older program file
-        ctx.say("That exercise is no longer in the program. /how lists the current ones.")
+        ctx.say(_("That exercise is no longer in the program. /how lists the current ones."))
         return
     level = token.ref if 1 <= token.ref <= ctx.program.top_level else await _level(ctx)
     await send(ctx, exercise, level)
@@ -83,15 +88,18 @@ def _find(program: Program, typed: str) -> list[Exercise]:
     wanted = typed.strip().lower()
     if (number := whole(wanted, 1, len(program.exercises))) is not None:
         return [program.exercises[number - 1]]
-    exact = [e for e in program.exercises if wanted in (e.id, e.name.lower())]
+    exact = [e for e in program.exercises
+             if wanted in (e.id, e.name.lower(), e.words.name.lower())]
     if exact:
         return exact
     return [e for e in program.exercises
-            if wanted and (wanted in e.name.lower() or wanted.replace(" ", "_") in e.id)]
+            if wanted and (wanted in e.name.lower() or wanted in e.words.name.lower()
+                           or wanted.replace(" ", "_") in e.id)]
 
 
 def _listing(program: Program) -> str:
-    return "\n".join(f"{n}. {e.name} (/how {n})" for n, e in enumerate(program.exercises, 1))
+    return "\n".join(f"{n}. {e.words.name} (/how {n})"
+                     for n, e in enumerate(program.exercises, 1))
 
 
 async def command(ctx: Ctx) -> None:
@@ -100,8 +108,8 @@ async def command(ctx: Ctx) -> None:
     level = await _level(ctx)
     program = ctx.program
     if not typed:
-        ctx.say("Which exercise shall I show you? Press one, or send /how and its number:\n"
-                + _listing(program), buttons(program, level, list(program.exercises)))
+        ctx.say(_("Which exercise shall I show you? Press one, or send /how and its number:")
+                + "\n" + _listing(program), buttons(program, level, list(program.exercises)))
         return
     if typed.lower() == "all":
         for exercise in program.exercises:
@@ -113,8 +121,8 @@ async def command(ctx: Ctx) -> None:
         return
     quoted = typed if len(typed) <= ECHO_CHARS else typed[:ECHO_CHARS] + "..."
     if found:
-        ctx.say(f"More than one exercise matches \"{quoted}\". Which one?",
+        ctx.say(_('More than one exercise matches "{typed}". Which one?', typed=quoted),
                 buttons(program, level, found))
         return
-    ctx.say(f"I do not know an exercise called \"{quoted}\". Send /how alone for the list, "
-            "or /how with its number, for example /how 1.")
+    ctx.say(_('I do not know an exercise called "{typed}". Send /how alone for the list, or '
+              "/how with its number, for example /how 1.", typed=quoted))

@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 import re
 
+from conversations import i18n
 from conversations.alerts import named
 from conversations.context import REASK, STAY, Ctx, Flow, Step
 from conversations.flows.staff import find_user
+from conversations.i18n import N_, _
 from conversations.messages import Button, ButtonToken, Outbound
 from conversations.questions import Question
 from storage import messages
@@ -25,25 +27,25 @@ ASK_STEP = "to_coach"
 REPLY_STEP = "reply_to"
 
 # What people read, kept together for the message catalogs.
-MESSAGE_BUTTON = "Message my coach"
-REPLY_BUTTON = "Reply"
-NO_COACH = ("You have no coach to write to. If a coach gives you an invite code, send "
+MESSAGE_BUTTON = N_("Message my coach")
+REPLY_BUTTON = N_("Reply")
+NO_COACH = N_("You have no coach to write to. If a coach gives you an invite code, send "
             "/join CODE to connect with them.")
-ASK = "Write your message to {coach}; it goes to them as you write it. /cancel stops."
-REPLY = "Write your reply to {patient}. /cancel stops."
-HINT = f"A message needs some text, at most {MAX_MESSAGE:,} characters."
-TOO_LONG = f"That message is too long: at most {MAX_MESSAGE:,} characters, please."
-SENT_TO_COACH = "Sent to {coach}. Their reply will come here."
-SENT_TO_PATIENT = "Sent to {patient}."
-FROM_PATIENT = "Message from {patient}:\n\n{text}"
-FROM_COACH = "Message from your coach{name}:\n\n{text}"
-REPLY_USAGE = ("Usage: /reply USER text, where USER is your patient's channel id such as "
+ASK = N_("Write your message to {coach}; it goes to them as you write it. /cancel stops.")
+REPLY = N_("Write your reply to {patient}. /cancel stops.")
+HINT = N_("A message needs some text, at most {max} characters.")
+TOO_LONG = N_("That message is too long: at most {max} characters, please.")
+SENT_TO_COACH = N_("Sent to {coach}. Their reply will come here.")
+SENT_TO_PATIENT = N_("Sent to {patient}.")
+FROM_PATIENT = N_("Message from {patient}:\n\n{text}")
+FROM_COACH = N_("Message from your coach{name}:\n\n{text}")
+REPLY_USAGE = N_("Usage: /reply USER text, where USER is your patient's channel id such as "
                "telegram:123456 (the text may also follow on its own).")
-NOT_YOURS = "{target} is not one of your patients, so you cannot write to them."
-NOT_YOUR_BUTTON = "That reply button is not yours to use, so I ignored it."
-NOT_OWN_BUTTON = "That button is not yours to use, so I ignored it."
-ANSWERED = "You have replied to that message already; /reply {patient} text writes again."
-YOUR_COACH = "your coach"
+NOT_YOURS = N_("{target} is not one of your patients, so you cannot write to them.")
+NOT_YOUR_BUTTON = N_("That reply button is not yours to use, so I ignored it.")
+NOT_OWN_BUTTON = N_("That button is not yours to use, so I ignored it.")
+ANSWERED = N_("You have replied to that message already; /reply {patient} text writes again.")
+YOUR_COACH = N_("your coach")
 
 
 def message_button(user: User) -> tuple[tuple[Button, ...], ...]:
@@ -51,7 +53,7 @@ def message_button(user: User) -> tuple[tuple[Button, ...], ...]:
     if user.coach_id is None:
         return ()
     token = ButtonToken(step=ASK_STEP, ref=user.id, value="").encode()
-    return ((Button(label=MESSAGE_BUTTON, token=token),),)
+    return ((Button(label=_(MESSAGE_BUTTON), token=token),),)
 
 
 def offer(ctx: Ctx) -> None:
@@ -66,7 +68,7 @@ def _text(text: str) -> str | None:
 
 
 def _coach_name(coach: User) -> str:
-    return coach.display_name or YOUR_COACH
+    return coach.display_name or _(YOUR_COACH)
 
 
 async def _coach(ctx: Ctx) -> User | None:
@@ -78,14 +80,14 @@ async def ask(ctx: Ctx) -> str | None:
     """/ask [text]: with text, send it at once; without, ask for it ("message:ask")."""
     coach = await _coach(ctx)
     if coach is None:
-        ctx.say(NO_COACH)
+        ctx.say(_(NO_COACH))
         return REASK
     text = ctx.inbound.arg_text
     if not text:
-        ctx.answers = {"coach_name": _coach_name(coach)}
+        ctx.answers = {"coach_name": coach.display_name}
         return "message:ask"
     if _text(text) is None:
-        ctx.say(TOO_LONG)
+        ctx.say(_(TOO_LONG, max=f"{MAX_MESSAGE:,}"))
     else:
         await _to_coach(ctx, coach, text)
     return REASK
@@ -95,21 +97,21 @@ async def press_ask(ctx: Ctx, token: ButtonToken) -> str | None:
     """The "Message my coach" button: ask for the text."""
     coach = await _coach(ctx)
     if token.ref != ctx.user.id or coach is None:
-        ctx.say(NOT_OWN_BUTTON if token.ref != ctx.user.id else NO_COACH)
+        ctx.say(_(NOT_OWN_BUTTON if token.ref != ctx.user.id else NO_COACH))
         return STAY
-    ctx.answers = {"coach_name": _coach_name(coach)}
+    ctx.answers = {"coach_name": coach.display_name}
     return "message:ask"
 
 
 def ask_patient_text(ctx: Ctx) -> Question:
-    return Question(ASK.format(coach=ctx.answers.get("coach_name", YOUR_COACH)), parse=_text,
-                    raw=True, hint=HINT)
+    return Question(_(ASK, coach=ctx.answers.get("coach_name") or _(YOUR_COACH)), parse=_text,
+                    raw=True, hint=_(HINT, max=f"{MAX_MESSAGE:,}"))
 
 
 async def answer_patient_text(ctx: Ctx, value: str) -> str | None:
     coach = await _coach(ctx)
     if coach is None:  # moved or detached while they were writing
-        ctx.say(NO_COACH)
+        ctx.say(_(NO_COACH))
         return None
     await _to_coach(ctx, coach, value)
     return None
@@ -120,15 +122,16 @@ async def _to_coach(ctx: Ctx, coach: User, text: str) -> None:
     stored = await messages.add(ctx.repo.db, patient_id=patient.id, coach_id=coach.id,
                                 sender="patient", text=text, now=ctx.now)
     reply = ButtonToken(step=REPLY_STEP, ref=stored.id, value="").encode()
-    message = Outbound(channel=coach.channel, chat_id=coach.chat_id,  # type: ignore[arg-type]
-                       text=FROM_PATIENT.format(patient=named(patient), text=text),
-                       buttons=((Button(label=REPLY_BUTTON, token=reply),),))
+    with i18n.speaking(coach.language):  # in the reader's language; their text as written
+        message = Outbound(channel=coach.channel, chat_id=coach.chat_id,  # type: ignore[arg-type]
+                           text=_(FROM_PATIENT, patient=named(patient), text=text),
+                           buttons=((Button(label=_(REPLY_BUTTON), token=reply),),))
     await ctx.repo.enqueue(user_id=coach.id, channel=coach.channel, chat_id=coach.chat_id,
                            kind="message", payload=message.model_dump(mode="json"),
                            now=ctx.now, dedupe_key=f"message:{stored.id}", about_id=patient.id)
     ctx.repo.audit(patient.display_id, "message", ctx.now, coach=coach.display_id,
                    message=stored.id)
-    ctx.say(SENT_TO_COACH.format(coach=_coach_name(coach)))
+    ctx.say(_(SENT_TO_COACH, coach=_coach_name(coach)))
 
 
 # --- the coach replies -----------------------------------------------------------------------
@@ -137,18 +140,18 @@ async def reply(ctx: Ctx) -> str | None:
     parts = re.split(r"\s+", ctx.inbound.arg_text, maxsplit=1)
     ident, text = parts[0], parts[1] if len(parts) > 1 else ""
     if not ident:
-        ctx.say(REPLY_USAGE)
+        ctx.say(_(REPLY_USAGE))
         return STAY
     patient = await _own_patient(ctx, ident)
     if patient is None:
         _refuse(ctx, ident[:64])
-        ctx.say(NOT_YOURS.format(target=ident[:64]))
+        ctx.say(_(NOT_YOURS, target=ident[:64]))
         return STAY
     if not text:
         ctx.answers = {"patient": patient.id, "patient_name": named(patient)}
         return "message:reply"
     if _text(text) is None:
-        ctx.say(TOO_LONG)
+        ctx.say(_(TOO_LONG, max=f"{MAX_MESSAGE:,}"))
     else:
         await _to_patient(ctx, patient, text)
     return STAY
@@ -162,18 +165,18 @@ async def press_reply(ctx: Ctx, token: ButtonToken) -> str | None:
     if (found is None or patient is None or found.sender != "patient" or token.value
             or patient.coach_id != ctx.user.id):
         _refuse(ctx, f"message {token.ref}")
-        ctx.say(NOT_YOUR_BUTTON)
+        ctx.say(_(NOT_YOUR_BUTTON))
         return STAY
     if await messages.answered(ctx.repo.db, found):
-        ctx.say(ANSWERED.format(patient=patient.display_id))
+        ctx.say(_(ANSWERED, patient=patient.display_id))
         return STAY
     ctx.answers = {"patient": patient.id, "patient_name": named(patient), "reply_to": found.id}
     return "message:reply"
 
 
 def ask_coach_text(ctx: Ctx) -> Question:
-    return Question(REPLY.format(patient=ctx.answers.get("patient_name", "")), parse=_text,
-                    raw=True, hint=HINT)
+    return Question(_(REPLY, patient=ctx.answers.get("patient_name", "")), parse=_text,
+                    raw=True, hint=_(HINT, max=f"{MAX_MESSAGE:,}"))
 
 
 async def answer_coach_text(ctx: Ctx, value: str) -> str | None:
@@ -181,7 +184,7 @@ async def answer_coach_text(ctx: Ctx, value: str) -> str | None:
     if patient is None or patient.coach_id != ctx.user.id:  # erased or moved meanwhile
         target = ctx.answers.get("patient_name", "")
         _refuse(ctx, patient.display_id if patient else "")
-        ctx.say(NOT_YOURS.format(target=target))
+        ctx.say(_(NOT_YOURS, target=target))
         return None
     await _to_patient(ctx, patient, value, ctx.answers.get("reply_to"))
     return None
@@ -197,16 +200,17 @@ async def _to_patient(ctx: Ctx, patient: User, text: str, reply_to: int | None =
     stored = await messages.add(ctx.repo.db, patient_id=patient.id, coach_id=coach.id,
                                 sender="coach", text=text, now=ctx.now, reply_to=reply_to)
     name = f", {coach.display_name}" if coach.display_name else ""
-    message = Outbound(channel=patient.channel, chat_id=patient.chat_id,  # type: ignore[arg-type]
-                       text=FROM_COACH.format(name=name, text=text),
-                       buttons=message_button(patient))
+    with i18n.speaking(patient.language):
+        message = Outbound(channel=patient.channel, chat_id=patient.chat_id,  # type: ignore[arg-type]
+                           text=_(FROM_COACH, name=name, text=text),
+                           buttons=message_button(patient))
     await ctx.repo.enqueue(user_id=patient.id, channel=patient.channel,
                            chat_id=patient.chat_id, kind="message",
                            payload=message.model_dump(mode="json"), now=ctx.now,
                            dedupe_key=f"message:{stored.id}")
     ctx.repo.audit(coach.display_id, "message", ctx.now, patient=patient.display_id,
                    message=stored.id)
-    ctx.say(SENT_TO_PATIENT.format(patient=named(patient)))
+    ctx.say(_(SENT_TO_PATIENT, patient=named(patient)))
 
 
 def _refuse(ctx: Ctx, target: str) -> None:

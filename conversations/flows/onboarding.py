@@ -6,6 +6,7 @@ from __future__ import annotations
 from conversations.context import ERASED, Answer, Ctx, Flow, Step
 from conversations.flows import holds
 from conversations.flows.staff import attach
+from conversations.i18n import N_, _
 from conversations.localtime import (
     AMBIGUOUS,
     ASK_WHICH,
@@ -31,14 +32,14 @@ from conversations.program.screening import (
 from conversations.questions import Choice, Question, choices, pain_scale, yes_no
 from storage.models import Assessment, PainReport, ProgramState, ProgressionEvent
 
-REFERRAL = (
+REFERRAL = N_(
     "That answer is a warning sign that needs a physiotherapist or doctor to look at your knee "
     "before you start exercises, so I will not give you an exercise program now. If the knee is "
     "hot, red and swollen, your calf is painful or swollen, or you cannot bear weight, please "
     "seek urgent care today. Once you have been assessed and told exercise is fine, send "
     "/resume."
 )
-PAUSED_2B = (
+PAUSED_2B = N_(
     "That answer is a warning sign, so I have paused your program until a physiotherapist or "
     "doctor has looked at your knee. If the knee is hot, red and swollen, your calf is painful "
     "or swollen, or you cannot bear weight, please seek urgent care today. Once you have been "
@@ -55,40 +56,43 @@ async def refer(ctx: Ctx, *, rule: str, answered: str, reason: str, record: dict
                             answers={**record, "rule": rule, "answered": answered},
                             score=None, created_at=ctx.now))
     await holds.place(ctx, kind="referral", rule=rule, reason=reason)
-    ctx.say(f"Thank you for telling me. You answered: {answered}. "
-            + (PAUSED_2B if enrolled else REFERRAL))
+    ctx.say(_("Thank you for telling me. You answered: {answered}. ", answered=answered)
+            + _(PAUSED_2B if enrolled else REFERRAL))
 
 
 async def refer_later_sign(ctx: Ctx, sign: WarningAnswer, kujala: list[int]) -> None:
     """A Kujala answer of CLINICAL.md 2b, at baseline or in the 4-weekly score."""
     answered = f'"{sign.answer}" to "{sign.question}"'
     where = "at onboarding" if ctx.flow == "onboarding" else "in the 4-weekly knee score"
-    await refer(ctx, rule="2b", answered=answered + f" ({sign.why})",
+    told = _('"{answer}" to "{question}" ({why})', answer=_(sign.answer),
+             question=_(sign.question), why=_(sign.why))
+    # The reason is the coach's record, in the words of the program's rules (CLINICAL.md).
+    await refer(ctx, rule="2b", answered=told,
                 reason=f"answered {answered} {where}", record={"kujala": kujala})
 
 
 def ask_consent(ctx: Ctx) -> Question:
-    return choices(f"{DISCLAIMER}\n\nDo you agree?",
-                   [("agree", "I agree"), ("decline", "I do not agree")], columns=2)
+    return choices(_(DISCLAIMER) + "\n\n" + _("Do you agree?"),
+                   [("agree", _("I agree")), ("decline", _("I do not agree"))], columns=2)
 
 
 async def answer_consent(ctx: Ctx, value: str) -> str | None:
     if value == "decline" and ctx.user.role != "patient":
         ctx.user.status = "staff"  # a coach or admin keeps their role, just no patient data
-        ctx.say("Understood. Nothing about your health is stored.")
+        ctx.say(_("Understood. Nothing about your health is stored."))
         return None
     if value == "decline":
         await ctx.repo.erase_user(ctx.user.id)
-        ctx.say("Understood. I have not kept anything about you. If you change your mind, "
-                "send /start.", forget=True)
+        ctx.say(_("Understood. I have not kept anything about you. If you change your mind, "
+                  "send /start."), forget=True)
         return ERASED
     ctx.user.consent_at = ctx.now
     ctx.user.consent_version = CONSENT_VERSION
     ctx.user.status = "onboarding"
     ctx.user.display_name = ctx.inbound.display_name
     if ctx.answers.get("invite") and not await attach(ctx, ctx.answers["invite"]):
-        ctx.say("We carry on without a coach; /join CODE connects you later.")
-    ctx.say(f"Thank you. First, {len(RED_FLAGS)} quick safety questions.")
+        ctx.say(_("We carry on without a coach; /join CODE connects you later."))
+    ctx.say(_("Thank you. First, {count} quick safety questions.", count=len(RED_FLAGS)))
     return start_screen(ctx)
 
 
@@ -105,20 +109,21 @@ def _redflag_step(index: int) -> Step:
     flag = RED_FLAGS[index]
 
     def ask(ctx: Ctx) -> Question:
-        return yes_no(f"Safety question {index + 1} of {len(RED_FLAGS)}: {flag.text}",
-                      yes=flag.yes, no=flag.no)
+        return yes_no(_("Safety question {n} of {count}: {question}", n=index + 1,
+                        count=len(RED_FLAGS), question=_(flag.text)),
+                      yes=_(flag.yes), no=_(flag.no))
 
     async def answer(ctx: Ctx, value: str) -> str | None:
         ctx.answers["redflags"] = [*ctx.answers["redflags"][:index], value]
         if value == flag.warning:
-            await refer(ctx, rule="screen", answered=f'"{flag.label(value)}"',
+            await refer(ctx, rule="screen", answered=f'"{_(flag.label(value))}"',
                         reason=f'answered "{flag.label(value)}" to safety question '
                                f'{index + 1} at onboarding',
                         record={"answers": ctx.answers["redflags"], "flag": index + 1})
             return None
         if index + 1 < len(RED_FLAGS):
             return f"redflag_{index + 2}"
-        ctx.say("Thank you, no warning signs. Now five questions about your symptoms.")
+        ctx.say(_("Thank you, no warning signs. Now five questions about your symptoms."))
         return "sign_1"
 
     return Step(ask, answer)
@@ -126,7 +131,8 @@ def _redflag_step(index: int) -> Step:
 
 def _sign_step(index: int) -> Step:
     def ask(ctx: Ctx) -> Question:
-        return yes_no(f"Symptom {index + 1} of {len(SIGNS)}: {SIGNS[index]}")
+        return yes_no(_("Symptom {n} of {count}: {question}", n=index + 1, count=len(SIGNS),
+                        question=_(SIGNS[index])))
 
     async def answer(ctx: Ctx, value: str) -> str | None:
         ctx.answers["signs"] = [*ctx.answers["signs"][:index], value]
@@ -136,14 +142,15 @@ def _sign_step(index: int) -> Step:
 
 
 def ask_worst_pain(ctx: Ctx) -> Question:
-    return pain_scale("In the last week, what was your worst knee pain during activity?")
+    return pain_scale(_("In the last week, what was your worst knee pain during activity?"))
 
 
 async def answer_worst_pain(ctx: Ctx, value: str) -> str | None:
     ctx.answers["worst_pain"] = pain = int(value)
     if pain >= BASELINE_PAIN_REFER:  # 2b: R4 at the start, assessment first
-        await refer(ctx, rule="2b", answered=f"a worst pain of {pain}/10 last week (8 or more "
-                    "needs a clinician to look at the knee first)",
+        await refer(ctx, rule="2b", answered=_(
+                        "a worst pain of {pain}/10 last week (8 or more needs a clinician to "
+                        "look at the knee first)", pain=pain),
                     reason=f"gave a worst pain of {pain}/10 for the last week at onboarding",
                     record={"worst_pain": pain})
         return None
@@ -151,14 +158,14 @@ async def answer_worst_pain(ctx: Ctx, value: str) -> str | None:
 
 
 def ask_knee(ctx: Ctx) -> Question:
-    return choices("Which knee is painful?",
-                   [("left", "Left"), ("right", "Right"), ("both", "Both")], columns=3)
+    return choices(_("Which knee is painful?"),
+                   [("left", _("Left")), ("right", _("Right")), ("both", _("Both"))], columns=3)
 
 
 async def answer_knee(ctx: Ctx, value: str) -> str | None:
     ctx.answers["knee"] = value
-    ctx.say(f"Now the {len(KUJALA)} questions of the Kujala knee score, so we can see your "
-            "progress over the weeks.")
+    ctx.say(_("Now the {count} questions of the Kujala knee score, so we can see your "
+              "progress over the weeks.", count=len(KUJALA)))
     return "kujala_1"
 
 
@@ -176,8 +183,9 @@ def _kujala_step(index: int, finish: Answer) -> Step:
     text, options = KUJALA[index]
 
     def ask(ctx: Ctx) -> Question:
-        return choices(f"Knee score {index + 1} of {len(KUJALA)}: {text}",
-                       [(str(i), label) for i, (label, _) in enumerate(options)])
+        return choices(_("Knee score {n} of {count}: {question}", n=index + 1,
+                         count=len(KUJALA), question=_(text)),
+                       [(str(i), _(label)) for i, (label, _points) in enumerate(options)])
 
     async def answer(ctx: Ctx, value: str) -> str | None:
         ctx.answers["kujala"] = [*ctx.answers["kujala"][:index], int(value)]
@@ -196,7 +204,7 @@ def _kujala_step(index: int, finish: Answer) -> Step:
     return Step(ask, answer)
 
 
-TIMEZONE_HINT = ("I do not know that timezone. Send a nearby city (Berlin), a timezone name "
+TIMEZONE_HINT = N_("I do not know that timezone. Send a nearby city (Berlin), a timezone name "
                  "(America/New_York), an abbreviation (EST, CET) or an offset (UTC+5:30).")
 
 
@@ -205,13 +213,14 @@ def ask_timezone(ctx: Ctx) -> Question:
     if which in AMBIGUOUS:  # they typed an abbreviation of several zones: which one?
         options = AMBIGUOUS[which]
         return Question(
-            f"{which.upper()} can mean " + ", ".join(name for name, _ in options[:-1]) +
-            f" or {options[-1][0]}. Which one is yours? Pick one, or send your city.",
-            tuple(Choice(f"{_PICK}{i}", name) for i, (name, _) in enumerate(options)),
-            parse=parse_timezone, hint=TIMEZONE_HINT, columns=1)
-    return Question("Which timezone are you in? Send a city, a timezone name, an "
-                    "abbreviation such as EST or a UTC offset.",
-                    parse=parse_timezone, hint=TIMEZONE_HINT)
+            _("{abbreviation} can mean {zones} or {last}. Which one is yours? Pick one, or "
+              "send your city.", abbreviation=which.upper(),
+              zones=", ".join(name for name, _zone in options[:-1]), last=options[-1][0]),
+            tuple(Choice(f"{_PICK}{i}", name) for i, (name, _zone) in enumerate(options)),
+            parse=parse_timezone, hint=_(TIMEZONE_HINT), columns=1)
+    return Question(_("Which timezone are you in? Send a city, a timezone name, an "
+                      "abbreviation such as EST or a UTC offset."),
+                    parse=parse_timezone, hint=_(TIMEZONE_HINT))
 
 
 # A button of the "which one?" question carries the zone's place in AMBIGUOUS: a button
@@ -236,20 +245,21 @@ TIME_CHOICES = ("07:00", "08:00", "12:00", "18:00", "20:00")
 
 def ask_time(ctx: Ctx) -> Question:
     # No numbering of the choices: a number on its own is always an hour ("5" is 05:00).
-    return Question("At what local time should I send your daily exercise reminder? Pick one "
-                    "or type a time such as 07:30 or 7pm. A number on its own is an hour: 7 "
-                    "means 07:00, 19 means 19:00.",
+    return Question(_("At what local time should I send your daily exercise reminder? Pick "
+                      "one or type a time such as 07:30 or 7pm. A number on its own is an "
+                      "hour: 7 means 07:00, 19 means 19:00."),
                     tuple(Choice(t, t) for t in TIME_CHOICES), parse=parse_time,
-                    hint="Please send a time of day such as 07:30, 7pm or 19 (an hour).",
+                    hint=_("Please send a time of day such as 07:30, 7pm or 19 (an hour)."),
                     columns=3)
 
 
 def ask_days(ctx: Ctx) -> Question:
-    return choices("On which days? Pick one or type days such as: mon-fri, weekends, or "
-                   "mon wed fri.",
-                   [("1234567", "Every day"), ("12345", "Weekdays"), ("135", "Mon, Wed, Fri")],
-                   hint="Please pick a button or type days such as: mon-fri, weekends, or "
-                        "mon wed fri.",
+    return choices(_("On which days? Pick one or type days such as: mon-fri, weekends, or "
+                     "mon wed fri."),
+                   [("1234567", _("Every day")), ("12345", _("Weekdays")),
+                    ("135", _("Mon, Wed, Fri"))],
+                   hint=_("Please pick a button or type days such as: mon-fri, weekends, or "
+                          "mon wed fri."),
                    parse=parse_days)
 
 
@@ -263,7 +273,8 @@ async def answer_timezone(ctx: Ctx, value: str) -> str | None:
 
 async def answer_time(ctx: Ctx, value: str) -> str | None:
     ctx.answers["reminder_time"] = value
-    ctx.say(f"Reminder time: {value}.")  # "5" read as 05:00 is seen at once, not at the end
+    # "5" read as 05:00 is seen at once, not at the end
+    ctx.say(_("Reminder time: {time}.", time=value))
     return "reminder_days"
 
 
@@ -291,8 +302,8 @@ async def enrol(ctx: Ctx) -> None:
     ctx.repo.add(PainReport(user_id=user.id, at=ctx.now, pain=a["worst_pain"],
                             context="baseline"))
     level = start_level(a["worst_pain"])
-    reason = ("Your worst pain last week was 6 or more, so we start gently at level 1."
-              if level == 1 else "We start at level 2; it goes up as your knee allows.")
+    reason = (N_("Your worst pain last week was 6 or more, so we start gently at level 1.")
+              if level == 1 else N_("We start at level 2; it goes up as your knee allows."))
     existing = await ctx.repo.program(user.id)
     if existing is None:
         program = ProgramState(user_id=user.id, level=level, started_on=ctx.today,
@@ -306,10 +317,12 @@ async def enrol(ctx: Ctx) -> None:
     program.next_summary_at = next_summary_at(ctx.now, user.timezone, user.summary_day)
     ctx.repo.add(ProgressionEvent(user_id=user.id, at=ctx.now, day=ctx.today, from_level=level,
                                   to_level=level, action="start", rule="R5", message=reason))
-    ctx.say(f"All set. Your knee score is {kujala}/100 and you have {a['signs'].count('yes')} "
-            f"of the 5 typical knee-cap signs. {reason} I will remind you "
-            f"{describe_days(user.reminder_days)} at {user.reminder_time} ({user.timezone}). "
-            "Send /today to see your exercises now.")
+    ctx.say(_("All set. Your knee score is {score}/100 and you have {signs} of the 5 typical "
+              "knee-cap signs. {reason} I will remind you {days} at {time} ({timezone}). "
+              "Send /today to see your exercises now.", score=kujala,
+              signs=a["signs"].count("yes"), reason=_(reason),
+              days=describe_days(user.reminder_days), time=user.reminder_time,
+              timezone=user.timezone))
 
 
 FLOW: Flow = {

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from datetime import date
 
+from conversations import i18n
 from conversations.chart import DaySession, Progress, render, summary
 from conversations.context import Ctx, Flow, Step
 from conversations.flows.onboarding import kujala_steps
 from conversations.flows.session import LEVEL_ACTIONS, open_today
+from conversations.i18n import N_, _
 from conversations.localtime import local_date
 from conversations.program.screening import kujala_score
 from conversations.questions import Question, choices
@@ -44,17 +46,18 @@ async def show(ctx: Ctx) -> None:
     program = await ctx.repo.program(ctx.user.id)
     data = await gather(ctx.repo, ctx.user, ctx.today)
     if program is None or data is None:
-        ctx.say("Nothing to chart yet. Once you have reported a session or your pain (/today, "
-                "/pain), /progress shows how it is going.")
+        ctx.say(_("Nothing to chart yet. Once you have reported a session or your pain "
+                  "(/today, /pain), /progress shows how it is going."))
         return
-    ctx.say(f"Level {program.level} of {ctx.program.top_level}. {summary(data)}",
+    ctx.say(_("Level {level} of {top}. {summary}", level=program.level,
+              top=ctx.program.top_level, summary=summary(data)),
             image=render(data))
 
 
 def ask_offer(ctx: Ctx) -> Question:
-    return choices("Four weeks have passed: time to fill in the knee score again (13 quick "
-                   "questions), so we can see how you are doing.",
-                   [("now", "Now"), ("later", "Later")], columns=2)
+    return choices(_("Four weeks have passed: time to fill in the knee score again (13 quick "
+                     "questions), so we can see how you are doing."),
+                   [("now", _("Now")), ("later", _("Later"))], columns=2)
 
 
 def advice(data: Progress) -> str:
@@ -63,15 +66,15 @@ def advice(data: Progress) -> str:
     kept = sum(s.status in ("done", "partial") for s in week) / len(week) if week else 0
     pains = [p for d, p in data.pains if (data.today - d).days < 7]
     if pains and max(pains) > 5:
-        return ("Your pain went above 5 this week: keep to the lighter dose, and stop any "
-                "exercise that causes sharp pain.")
+        return _("Your pain went above 5 this week: keep to the lighter dose, and stop any "
+                 "exercise that causes sharp pain.")
     if kept < 0.5:
-        return ("Try to fit in a few more sessions next week: regular exercise is what helps "
-                "knee-cap pain.")
+        return _("Try to fit in a few more sessions next week: regular exercise is what helps "
+                 "knee-cap pain.")
     if pains and max(pains) <= 2 and kept >= 0.7:
-        return "A great week: easy sessions like these are how you move up a level."
-    return ("Steady work. Soreness up to 5 during exercise is fine as long as it settles by "
-            "the next morning.")
+        return _("A great week: easy sessions like these are how you move up a level.")
+    return _("Steady work. Soreness up to 5 during exercise is fine as long as it settles by "
+             "the next morning.")
 
 
 async def weekly_summary(repo: Repository, user: User, today: date) -> str | None:
@@ -80,30 +83,38 @@ async def weekly_summary(repo: Repository, user: User, today: date) -> str | Non
     data = await gather(repo, user, today)
     if program is None or data is None:
         return None
-    return f"Your week: level {program.level}. {summary(data)} {advice(data)}"
+    return _("Your week: level {level}. {summary} {advice}", level=program.level,
+             summary=summary(data), advice=advice(data))
 
 
-NOT_STARTED = ("kneecoach is an exercise coach for knee-cap pain. Send /start in Messages (or "
+NOT_STARTED = N_("kneecoach is an exercise coach for knee-cap pain. Send /start in Messages (or "
                "/kneecoach start) to begin.")
-SESSION_STATUS = {"prompted": "waiting for your report (/today)", "done": "done",
-                  "partial": "partly done", "skipped": "skipped", "missed": "missed"}
+SESSION_STATUS = {"prompted": N_("waiting for your report (/today)"), "done": N_("done"),
+                  "partial": N_("partly done"), "skipped": N_("skipped"),
+                  "missed": N_("missed")}
+
+
+PROGRAM_STATUS = {"paused": N_("paused"), "referred": N_("referred"), "stopped": N_("stopped")}
 
 
 async def home(repo: Repository, user: User, today: date) -> str:
     """The at-a-glance page (Slack's App Home): level, today's session and the last pain."""
     program = await repo.program(user.id)
     if user.consent_at is None or program is None:
-        return NOT_STARTED
+        return _(NOT_STARTED)
     session = await repo.session_on(user.id, today)
     reports = [r for r in await repo.pain_reports(user.id) if r.context != "baseline"]
     tz = user.timezone or "UTC"
-    lines = [f"Level {program.level}" + ("" if user.status == "active" else
-                                          f" (program {user.status}; /resume restarts it)"),
-             "Today's session: " + (SESSION_STATUS.get(session.status, session.status)
-                                    if session else "not opened yet (/today)"),
-             (f"Last pain: {reports[-1].pain}/10 on {local_date(reports[-1].at, tz):%d %b}"
-              if reports else "No pain reported yet (/pain)"),
-             "Not a diagnosis or a replacement for a clinician."]
+    lines = [_("Level {level}", level=program.level) + (
+                 "" if user.status == "active" else
+                 " " + _("(program {status}; /resume restarts it)",
+                         status=_(PROGRAM_STATUS.get(user.status, user.status)))),
+             _("Today's session: {status}", status=_(SESSION_STATUS.get(
+                 session.status, session.status)) if session else _("not opened yet (/today)")),
+             (_("Last pain: {pain}/10 on {day}", pain=reports[-1].pain,
+                day=i18n.short_date(local_date(reports[-1].at, tz)))
+              if reports else _("No pain reported yet (/pain)")),
+             _("Not a diagnosis or a replacement for a clinician.")]
     return "\n".join(lines)
 
 
@@ -126,17 +137,19 @@ async def finish(ctx: Ctx, value: str) -> str | None:
     if program is not None and first is not None and first.score is not None:
         program.kujala_change = change  # kept with the enrolment for the statistics
     if change >= KUJALA_MEANINGFUL:
-        ctx.say(f"Your knee score is {score}/100, up {change} points since you started: a "
-                "real, meaningful improvement. Well done.")
+        ctx.say(_("Your knee score is {score}/100, up {change} points since you started: a "
+                  "real, meaningful improvement. Well done.", score=score, change=change))
         await ctx.alert_coach(f"has a Kujala score up {change} points, to {score}/100.")
     elif change <= -KUJALA_MEANINGFUL:
-        ctx.say(f"Your knee score is {score}/100, down {-change} points since you started. "
-                "That is a meaningful change: please talk to your physiotherapist or doctor.")
+        ctx.say(_("Your knee score is {score}/100, down {change} points since you started. "
+                  "That is a meaningful change: please talk to your physiotherapist or doctor.",
+                  score=score, change=-change))
         await ctx.alert_coach(f"has a Kujala score down {-change} points, to {score}/100: a "
                               "meaningful worsening they were advised to discuss with a "
                               "clinician.")
     else:
-        ctx.say(f"Your knee score is {score}/100 ({change:+d} since you started). Thank you.")
+        ctx.say(_("Your knee score is {score}/100 ({change} since you started). Thank you.",
+                  score=score, change=f"{change:+d}"))
     return None
 
 

@@ -9,6 +9,7 @@ from typing import Literal
 from conversations.context import Ctx, Flow, Step
 from conversations.flows import holds, howto, messages
 from conversations.flows.onboarding import refer
+from conversations.i18n import N_, _
 from conversations.localtime import zone
 from conversations.program.rules import (
     Decision,
@@ -31,13 +32,13 @@ LEVEL_ACTIONS = ("progress", "regress", "restart", "set")
 KUJALA_EVERY = timedelta(days=28)  # the knee score is asked again every 4 weeks
 HISTORY_DAYS = 60  # the rules look back at most 14 days, R7 to the last regression
 
-CLINICIAN_URGENT = (
+CLINICIAN_URGENT = N_(
     "Please pause the exercises and see a physiotherapist or doctor soon. If the knee is hot, "
     "red and swollen, you feel unwell, your calf is painful or you cannot bear weight, seek "
     "urgent care today. I have paused your reminders; once a clinician has seen you, send "
     "/resume."
 )
-CLINICIAN_REVIEW = (
+CLINICIAN_REVIEW = N_(
     "Please book a check with a physiotherapist or doctor. I have paused your reminders; once "
     "you have been assessed, send /resume."
 )
@@ -47,19 +48,18 @@ def session_text(ctx: Ctx, level: int, rx: prescriptions.Current = prescriptions
     """Today's session as the coach prescribed it (`rx`: exercises off, their instruction)."""
     lines = ctx.program.session_lines(level, off=rx.off)
     body = "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
-    return (f"Today's session (level {level}):\n{body}{instruction_line(rx.instruction)}\n\n"
-            "Roll and stretch first. The squats, "
-            "leg raises and knee extensions strengthen your thigh (quadriceps) muscles. "
-            "Pain during the exercises may reach "
-            "5 out of 10 and should settle by the next morning. Stop any exercise that causes "
-            "sharp pain.")
+    return _("Today's session (level {level}):\n{body}\n\nRoll and stretch first. The squats, "
+             "leg raises and knee extensions strengthen your thigh (quadriceps) muscles. "
+             "Pain during the exercises may reach 5 out of 10 and should settle by the next "
+             "morning. Stop any exercise that causes sharp pain.", level=level,
+             body=body + instruction_line(rx.instruction))
 
 
 async def open_today(ctx: Ctx) -> str | None:
     """Show today's session and ask how it went; None when there is nothing to ask."""
     program = await ctx.repo.program(ctx.user.id)
     if program is None:
-        ctx.say("You have no exercise program yet. Send /start to set one up.")
+        ctx.say(_("You have no exercise program yet. Send /start to set one up."))
         return None
     unchecked = await ctx.repo.unchecked_session(ctx.user.id, ctx.today)
     if unchecked is not None:
@@ -78,8 +78,9 @@ async def open_today(ctx: Ctx) -> str | None:
         ctx.repo.add(session)
         await ctx.repo.flush()
     if session.status not in ("prompted",):
-        ctx.say(f"You have already reported today's session ({_STATUS_WORDS[session.status]}). "
-                "Well done for keeping track. /pain reports pain at any time.")
+        ctx.say(_("You have already reported today's session ({status}). Well done for keeping "
+                  "track. /pain reports pain at any time.",
+                  status=_(_STATUS_WORDS[session.status])))
         return None
     rx = await prescriptions.current(ctx.repo.db, ctx.user.id)
     ctx.say(session_text(ctx, session.level, rx),
@@ -101,8 +102,9 @@ async def restart_after_gap(ctx: Ctx) -> None:
         ctx.say(restart.message)
 
 
-_STATUS_WORDS = {"done": "done", "partial": "partly done", "skipped": "skipped",
-                 "missed": "missed", "prompted": "not yet reported"}
+_STATUS_WORDS = {"done": N_("done"), "partial": N_("partly done"), "skipped": N_("skipped"),
+                 "missed": N_("missed"), "prompted": N_("not yet reported")}
+_ZONE_WORDS = {"safe": N_("safe"), "acceptable": N_("acceptable"), "too much": N_("too much")}
 
 
 async def _session(ctx: Ctx) -> Session:
@@ -113,8 +115,8 @@ async def _session(ctx: Ctx) -> Session:
 
 
 def ask_status(ctx: Ctx) -> Question:
-    return choices("How did today's session go?",
-                   [("done", "Done"), ("partial", "Partly"), ("skipped", "Skipped")],
+    return choices(_("How did today's session go?"),
+                   [("done", _("Done")), ("partial", _("Partly")), ("skipped", _("Skipped"))],
                    columns=3)
 
 
@@ -122,8 +124,8 @@ async def answer_status(ctx: Ctx, value: str) -> str | None:
     if value == "skipped":
         session = await _session(ctx)
         session.status, session.reported_at = "skipped", ctx.now
-        ctx.say("Thanks for telling me. A skipped day is fine: missed days never change your "
-                "level by themselves.")
+        ctx.say(_("Thanks for telling me. A skipped day is fine: missed days never change your "
+                  "level by themselves."))
         messages.offer(ctx)
         return None
     ctx.answers["status"] = value
@@ -131,7 +133,7 @@ async def answer_status(ctx: Ctx, value: str) -> str | None:
 
 
 def ask_pain_during(ctx: Ctx) -> Question:
-    return pain_scale("What was your worst knee pain during the exercises?")
+    return pain_scale(_("What was your worst knee pain during the exercises?"))
 
 
 async def answer_pain_during(ctx: Ctx, value: str) -> str | None:
@@ -147,8 +149,9 @@ async def answer_pain_during(ctx: Ctx, value: str) -> str | None:
     if not await refer_if_warning(ctx, pain):
         decision = await _decide(ctx, "during")
         if decision.action == "none":
-            ctx.say(f"Recorded: {_STATUS_WORDS[session.status]}, pain {pain}/10 "
-                    f"({pain_zone(pain)}). Tomorrow morning I will ask how the knee feels.")
+            ctx.say(_("Recorded: {status}, pain {pain}/10 ({zone}). Tomorrow morning I will ask "
+                      "how the knee feels.", status=_(_STATUS_WORDS[session.status]), pain=pain,
+                      zone=_(_ZONE_WORDS[pain_zone(pain)])))
         await apply_decision(ctx, decision)
     messages.offer(ctx)
     return None
@@ -157,8 +160,8 @@ async def answer_pain_during(ctx: Ctx, value: str) -> str | None:
 def ask_morning_delta(ctx: Ctx) -> Question:
     return choices(
         check_question(ctx.now.astimezone(zone(ctx.user.timezone or "UTC"))),
-        [("0", "Same or better"), ("1", "A little worse (+1)"),
-         ("2", "Clearly worse (+2 or more)")])
+        [("0", _("Same or better")), ("1", _("A little worse (+1)")),
+         ("2", _("Clearly worse (+2 or more)"))])
 
 
 async def answer_morning_delta(ctx: Ctx, value: str) -> str | None:
@@ -167,7 +170,7 @@ async def answer_morning_delta(ctx: Ctx, value: str) -> str | None:
 
 
 def ask_morning_symptom(ctx: Ctx) -> Question:
-    return yes_no("Since yesterday, any new swelling, or has the knee locked or given way?")
+    return yes_no(_("Since yesterday, any new swelling, or has the knee locked or given way?"))
 
 
 async def answer_morning_symptom(ctx: Ctx, value: str) -> str | None:
@@ -181,7 +184,7 @@ async def answer_morning_symptom(ctx: Ctx, value: str) -> str | None:
     await ctx.repo.flush()
     decision = await _decide(ctx, "morning")
     if decision.action == "none":
-        ctx.say("Thanks, noted.")
+        ctx.say(_("Thanks, noted."))
     await apply_decision(ctx, decision)
     if ctx.user.status == "active":
         await review_if_due(ctx)
@@ -207,9 +210,9 @@ async def review_if_due(ctx: Ctx) -> None:
             baseline_kujala=baseline.score if baseline else None,
             current_kujala=latest.score if latest and latest is not baseline else None):
         return
-    message = ("Six weeks in, you have kept up the exercises well but your knee has not "
-               "improved as much as we hoped. Please book a review with a physiotherapist or "
-               "doctor; you can carry on with the program meanwhile.")
+    message = _("Six weeks in, you have kept up the exercises well but your knee has not "
+                "improved as much as we hoped. Please book a review with a physiotherapist or "
+                "doctor; you can carry on with the program meanwhile.")
     ctx.repo.add(ProgressionEvent(user_id=ctx.user.id, at=ctx.now, day=ctx.today,
                                   from_level=program.level, to_level=program.level,
                                   action="review", rule="R8", message=message))
@@ -220,7 +223,7 @@ async def review_if_due(ctx: Ctx) -> None:
 
 
 def ask_pain_now(ctx: Ctx) -> Question:
-    return pain_scale("How much does your knee hurt right now?")
+    return pain_scale(_("How much does your knee hurt right now?"))
 
 
 async def answer_pain_now(ctx: Ctx, value: str) -> str | None:
@@ -233,11 +236,13 @@ async def answer_pain_now(ctx: Ctx, value: str) -> str | None:
     if decision.action == "none":
         zone = pain_zone(pain)
         advice = {
-            "safe": "That is in the safe zone.",
-            "acceptable": "That is acceptable during exercise; it should settle by tomorrow.",
-            "too much": "That is more than we want: go easier and tell me at your next session.",
+            "safe": N_("That is in the safe zone."),
+            "acceptable": N_("That is acceptable during exercise; it should settle by "
+                             "tomorrow."),
+            "too much": N_("That is more than we want: go easier and tell me at your next "
+                           "session."),
         }[zone]
-        ctx.say(f"Recorded pain {pain}/10. {advice}")
+        ctx.say(_("Recorded pain {pain}/10. {advice}", pain=pain, advice=_(advice)))
     await apply_decision(ctx, decision)
     return None
 
@@ -258,8 +263,9 @@ async def refer_if_warning(ctx: Ctx, pain: int) -> bool:
     if ctx.user.status != "active" or (sign := await _sign_with_pain(ctx, pain)) is None:
         return False
     await refer(ctx, rule="2b",
-                answered=f'pain {pain}/10, with "{sign.answer}" to "{sign.question}" in your '
-                         f"knee score ({sign.why})",
+                answered=_('pain {pain}/10, with "{answer}" to "{question}" in your knee score '
+                           "({why})", pain=pain, answer=_(sign.answer),
+                           question=_(sign.question), why=_(sign.why)),
                 reason=f'reported pain {pain}/10 with "{sign.answer}" to "{sign.question}" in '
                        "their knee score", record={"pain": pain})
     return True
@@ -290,7 +296,8 @@ async def apply_decision(ctx: Ctx, decision: Decision) -> None:
         return
     program = await ctx.repo.program(ctx.user.id)
     if program is None:  # an ad-hoc report from someone referred at the screen
-        ctx.say(f"{decision.message} {CLINICIAN_URGENT if decision.urgent else CLINICIAN_REVIEW}")
+        ctx.say(f"{decision.message} "
+                f"{_(CLINICIAN_URGENT if decision.urgent else CLINICIAN_REVIEW)}")
         return
     if decision.action in ("progress", "regress", "stop"):
         ctx.repo.add(ProgressionEvent(
@@ -303,7 +310,8 @@ async def apply_decision(ctx: Ctx, decision: Decision) -> None:
         if ctx.user.status != "referred":  # already on hold: it stays as it is
             await holds.place(ctx, kind=decision.hold, rule=decision.rule or "R4",
                               reason=decision.for_coach)
-        ctx.say(f"{decision.message} {CLINICIAN_URGENT if decision.urgent else CLINICIAN_REVIEW}")
+        ctx.say(f"{decision.message} "
+                f"{_(CLINICIAN_URGENT if decision.urgent else CLINICIAN_REVIEW)}")
         return
     ctx.say(decision.message)
 

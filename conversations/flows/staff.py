@@ -10,9 +10,11 @@ import secrets
 from collections import defaultdict
 from datetime import date, datetime, timedelta
 
+from conversations import i18n
 from conversations.alerts import named
 from conversations.context import Ctx
 from conversations.flows import holds
+from conversations.i18n import N_, _, ngettext
 from conversations.messages import CHANNEL_NAME, Button, ButtonToken, Outbound
 from conversations.numbers import whole
 from storage.models import Hold, Invite, User
@@ -37,26 +39,31 @@ async def invite(ctx: Ctx) -> None:
         code = args[1].upper() if len(args) > 1 else ""
         found = await ctx.repo.invite(code)
         if found is None or (found.coach_id != ctx.user.id and not ctx.admin):
-            ctx.say("I know no invite with that code of yours. Usage: /invite revoke CODE")
+            ctx.say(_("I know no invite with that code of yours. Usage: /invite revoke CODE"))
             return
         found.revoked = True
-        ctx.say(f"Invite {code} is revoked; nobody can join with it now.")
+        ctx.say(_("Invite {code} is revoked; nobody can join with it now.", code=code))
         return
     code = "".join(secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(8))
     expires = ctx.now + timedelta(days=INVITE_DAYS)
     await ctx.repo.add_invite(code, ctx.user.id, expires, ctx.now)
     link = ctx.links.get(ctx.user.channel)
-    ctx.say(f"Invite code: {code} (valid until {expires:%Y-%m-%d}). A patient sends "
-            f"/join {code}" + (f", or opens {link.format(code=code)}" if link else "") +
-            f". /invite revoke {code} cancels it.")
+    ctx.say(_("Invite code: {code} (valid until {day}). A patient sends /join {code}, or "
+               "opens {link}. /invite revoke {code} cancels it.", code=code,
+               day=f"{expires:%Y-%m-%d}", link=link.format(code=code)) if link else
+             _("Invite code: {code} (valid until {day}). A patient sends /join {code}. "
+               "/invite revoke {code} cancels it.", code=code, day=f"{expires:%Y-%m-%d}"))
 
 
 def unknown_invite(code: str) -> str:
     """Why a code did not link the patient to a coach, and how to get one that does."""
-    shown = f"The invite code {code.upper()}" if CODE.match(code.upper()) else "That invite code"
-    return (f"{shown} is unknown, revoked or expired (a code lasts {INVITE_DAYS} days), so you "
-            "are not connected with a coach. Please ask your coach for a new code, then send "
-            "/join CODE.")
+    if CODE.match(code.upper()):
+        return _("The invite code {code} is unknown, revoked or expired (a code lasts {days} "
+                 "days), so you are not connected with a coach. Please ask your coach for a new "
+                 "code, then send /join CODE.", code=code.upper(), days=INVITE_DAYS)
+    return _("That invite code is unknown, revoked or expired (a code lasts {days} days), so "
+             "you are not connected with a coach. Please ask your coach for a new code, then "
+             "send /join CODE.", days=INVITE_DAYS)
 
 
 async def _valid_invite(ctx: Ctx, code: str) -> Invite | None:
@@ -70,13 +77,13 @@ async def hold_invite(ctx: Ctx, code: str) -> None:
     found = await _valid_invite(ctx, code)
     if found is None:
         ctx.answers.pop("invite", None)
-        ctx.say(f"{unknown_invite(code)} You can set up without a coach meanwhile.")
+        ctx.say(unknown_invite(code) + " " + _("You can set up without a coach meanwhile."))
         return
     ctx.answers["invite"] = code.upper()
     coach = await ctx.repo.user_by_id(found.coach_id)
-    name = coach.display_name if coach and coach.display_name else "your coach"
-    ctx.say(f"Your invite code is valid: once you agree below, you will be connected with "
-            f"{name}.")
+    name = coach.display_name if coach and coach.display_name else _("your coach")
+    ctx.say(_("Your invite code is valid: once you agree below, you will be connected with "
+              "{name}.", name=name))
 
 
 async def attach(ctx: Ctx, code: str) -> bool:
@@ -86,13 +93,13 @@ async def attach(ctx: Ctx, code: str) -> bool:
         ctx.say(unknown_invite(code))
         return False
     if found.coach_id == ctx.user.id:
-        ctx.say("That is your own invite code.")
+        ctx.say(_("That is your own invite code."))
         return False
     coach = await ctx.repo.user_by_id(found.coach_id)
     ctx.user.coach_id = found.coach_id
-    name = coach.display_name if coach and coach.display_name else "your coach"
-    ctx.say(f"You are now connected with {name}, who will see your progress and may send "
-            "you messages.")
+    name = coach.display_name if coach and coach.display_name else _("your coach")
+    ctx.say(_("You are now connected with {name}, who will see your progress and may send "
+              "you messages.", name=name))
     if ctx.user.consent_at is not None:
         await ctx.alert_coach("joined you with an invite code.")
     return True
@@ -100,10 +107,10 @@ async def attach(ctx: Ctx, code: str) -> bool:
 
 async def join(ctx: Ctx) -> None:
     if not ctx.inbound.args:
-        ctx.say("Usage: /join CODE, with the code your coach gave you.")
+        ctx.say(_("Usage: /join CODE, with the code your coach gave you."))
         return
     if ctx.user.consent_at is None:
-        ctx.say("Please send /start first and agree to the terms; then /join CODE.")
+        ctx.say(_("Please send /start first and agree to the terms; then /join CODE."))
         return
     await attach(ctx, ctx.inbound.args[0])
 
@@ -113,13 +120,14 @@ async def grant(ctx: Ctx, give: bool) -> None:
     args = ctx.inbound.args
     verb = "grant" if give else "revoke"
     if len(args) != 2 or args[0].lower() != "coach":
-        ctx.say(f"Usage: /{verb} coach USER, where USER is a channel id such as "
-                f"{ctx.user.channel}:123456 (they must have sent /start).")
+        ctx.say(_("Usage: /{verb} coach USER, where USER is a channel id such as "
+                  "{channel}:123456 (they must have sent /start).", verb=verb,
+                  channel=ctx.user.channel))
         return
     target = await find_user(ctx, args[1])
     if target is None:
-        ctx.say(f"I know nobody with the id {args[1][:64]}. They must send /start to the bot "
-                "first.")
+        ctx.say(_("I know nobody with the id {id}. They must send /start to the bot first.",
+                  id=args[1][:64]))
         return
     ctx.say(await set_coach(ctx.repo, target, give, ctx.user.display_id, ctx.now))
 
@@ -135,17 +143,23 @@ async def set_coach(repo: Repository, target: User, give: bool, actor: str, now:
         target.status = "staff"  # a coach needs no patient consent to use coach commands
     detached = [] if give else await repo.detach_patients(target.id)
     repo.audit(actor, f"{verb}_coach", now, target=target.display_id, detached=len(detached))
-    note = ("You are now a coach on kneecoach: /invite, /broadcast, /patients." if give
-            else "You are no longer a coach on kneecoach.")
+    with i18n.speaking(target.language):  # each note in its reader's language
+        note = (_("You are now a coach on kneecoach: /invite, /broadcast, /patients.") if give
+                else _("You are no longer a coach on kneecoach."))
     await tell(repo, target, note, now)
     for patient in detached:
-        await tell(repo, patient, "Your coach is no longer on kneecoach, so nobody sees your "
-                    "progress for now. Your program goes on as before; a new coach can send "
-                    "you an invite code.", now)
-    said = f"{target.display_id} is {'now a coach' if give else 'no longer a coach'}."
+        with i18n.speaking(patient.language):
+            note = _("Your coach is no longer on kneecoach, so nobody sees your progress for "
+                     "now. Your program goes on as before; a new coach can send you an invite "
+                     "code.")
+        await tell(repo, patient, note, now)
+    said = (_("{user} is now a coach.", user=target.display_id) if give else
+            _("{user} is no longer a coach.", user=target.display_id))
     if detached:
-        said += (f" Their {len(detached)} patient{'s are' if len(detached) > 1 else ' is'} "
-                 "now without a coach: " + ", ".join(p.display_id for p in detached) + ".")
+        said += " " + ngettext(
+            "Their {n} patient is now without a coach: {patients}.",
+            "Their {n} patients are now without a coach: {patients}.", len(detached),
+            patients=", ".join(p.display_id for p in detached))
     return said
 
 
@@ -177,7 +191,7 @@ async def find_user(ctx: Ctx, ident: str) -> User | None:
 
 
 # --- clearing holds (R9) -----------------------------------------------------------------------
-CLEAR_USAGE = ("Usage: /clear USER [level], where USER is your patient's channel id such as "
+CLEAR_USAGE = N_("Usage: /clear USER [level], where USER is your patient's channel id such as "
                "telegram:123456, and level (optional) the level to restart at.")
 
 
@@ -185,23 +199,25 @@ async def clear(ctx: Ctx) -> None:
     """/clear USER [level]: the patient's coach (or an admin) lifts their hold."""
     args = ctx.inbound.args
     if not args or len(args) > 2:
-        ctx.say(CLEAR_USAGE)
+        ctx.say(_(CLEAR_USAGE))
         return
     level = None
     if len(args) == 2:
         top = ctx.program.top_level
         level = whole(args[1], 1, top)
         if level is None:
-            ctx.say(f"The level must be a whole number from 1 to {top}. {CLEAR_USAGE}")
+            ctx.say(_("The level must be a whole number from 1 to {top}.", top=top) + " "
+                    + _(CLEAR_USAGE))
             return
     target = await find_user(ctx, args[0])
     if target is None or not (ctx.admin or target.coach_id == ctx.user.id):
         _refuse_clear(ctx, args[0][:64])
-        ctx.say(f"{args[0][:64]} is not one of your patients, so you cannot clear their hold.")
+        ctx.say(_("{user} is not one of your patients, so you cannot clear their hold.",
+                  user=args[0][:64]))
         return
     hold = await ctx.repo.open_hold(target.id)
     if hold is None:
-        ctx.say(f"{named(target)} has no hold to clear.")
+        ctx.say(_("{patient} has no hold to clear.", patient=named(target)))
         return
     await _clear(ctx, target, hold, level)
 
@@ -213,15 +229,16 @@ async def clear_button(ctx: Ctx, token: ButtonToken) -> None:
     if hold is None or patient is None or not is_coach(ctx) or not (
             ctx.admin or patient.coach_id == ctx.user.id) or whole(token.value) is None:
         _refuse_clear(ctx, f"hold {token.ref}")
-        ctx.say("That clear button is not yours to use, so I ignored it.")
+        ctx.say(_("That clear button is not yours to use, so I ignored it."))
         return
     if hold.lifted_at is not None:
-        ctx.say(f"That hold of {named(patient)} was lifted already, by {hold.lifted_by} "
-                f"on {hold.lifted_at:%d %b %H:%M} UTC.")
+        ctx.say(_("That hold of {patient} was lifted already, by {by} on {when} UTC.",
+                  patient=named(patient), by=hold.lifted_by,
+                  when=i18n.short_date(hold.lifted_at.date()) + f" {hold.lifted_at:%H:%M}"))
         return
     level = int(token.value) or None
     if level is not None and not 1 <= level <= ctx.program.top_level:
-        ctx.say("That clear button is not one I made, so I ignored it.")
+        ctx.say(_("That clear button is not one I made, so I ignored it."))
         return
     await _clear(ctx, patient, hold, level if hold.level is not None else None)
 
@@ -233,15 +250,18 @@ def _refuse_clear(ctx: Ctx, target: str) -> None:
 
 async def _clear(ctx: Ctx, patient: User, hold: Hold, level: int | None) -> None:
     chosen = level if level is not None and level != holds.restart_at(hold) else None
-    said = await holds.lift(ctx, patient, hold, by=ctx.user.display_id,
-                            why="cleared by " + ("their coach" if patient.coach_id == ctx.user.id
-                                                 else "an admin"), level=chosen)
-    after = ("/today shows today's session." if patient.status == "active" else
-             "Send /start to answer the safety questions again.")
+    with i18n.speaking(patient.language):  # what the patient is told, in their language
+        said = await holds.lift(ctx, patient, hold, by=ctx.user.display_id,
+                                why="cleared by " + ("their coach" if patient.coach_id ==
+                                                     ctx.user.id else "an admin"), level=chosen)
+        after = (_("/today shows today's session.") if patient.status == "active" else
+                 _("Send /start to answer the safety questions again."))
     await tell(ctx.repo, patient, f"{said} {after}", ctx.now)
-    outcome = (f"they restart at level {hold.restart_level}" if hold.restart_level else
-               "they answer the safety questions again before any program")
-    ctx.say(f"Cleared the hold of {named(patient)}: {outcome}. I have told them.")
+    outcome = (_("they restart at level {level}", level=hold.restart_level)
+               if hold.restart_level else
+               _("they answer the safety questions again before any program"))
+    ctx.say(_("Cleared the hold of {patient}: {outcome}. I have told them.",
+              patient=named(patient), outcome=outcome))
 
 
 # --- the patient list ------------------------------------------------------------------------
@@ -250,7 +270,7 @@ async def patients(ctx: Ctx) -> None:
     page = (whole(args[0], 1, 10**6 - 1) if args else None) or 1
     everyone = await ctx.repo.patients_of(ctx.user.id)
     if not everyone:
-        ctx.say("You have no patients yet. /invite makes a code for them.")
+        ctx.say(_("You have no patients yet. /invite makes a code for them."))
         return
     pages = (len(everyone) + PAGE - 1) // PAGE
     page = min(page, pages)
@@ -264,7 +284,8 @@ async def patients(ctx: Ctx) -> None:
     pain_by: dict[int, list] = defaultdict(list)
     for p in pains:
         pain_by[p.user_id].append(p)
-    lines = [f"Your patients (page {page} of {pages}, {len(everyone)} in all):"]
+    lines = [_("Your patients (page {page} of {pages}, {count} in all):", page=page,
+               pages=pages, count=len(everyone))]
     files = []  # a button per row opens the patient's file
     for n, patient in enumerate(shown, (page - 1) * PAGE + 1):
         program = await ctx.repo.program(patient.id)
@@ -276,7 +297,7 @@ async def patients(ctx: Ctx) -> None:
                              token=ButtonToken(step=FILE_STEP, ref=patient.id,
                                                value="1").encode()),))
     if page < pages:
-        lines.append(f"Next: /patients {page + 1}")
+        lines.append(_("Next: /patients {page}", page=page + 1))
     ctx.say("\n".join(lines), tuple(files))
 
 
@@ -288,7 +309,8 @@ def _adherence(sessions: list, since: date) -> str:
 
 def _patient_line(ctx: Ctx, patient: User, level: int | None, sessions: list,
                   pains: list) -> str:
-    parts = [f"level {level}" if level else f"no program ({patient.status})",
+    parts = [_("level {level}", level=level) if level else
+             _("no program ({status})", status=patient.status),
              f"7d {_adherence(sessions, ctx.today - timedelta(days=6))}",
              f"30d {_adherence(sessions, ctx.today - timedelta(days=29))}"]
     if pains:
@@ -298,18 +320,19 @@ def _patient_line(ctx: Ctx, patient: User, level: int | None, sessions: list,
         trend = ""
         if this and before:
             change = sum(this) / len(this) - sum(before) / len(before)
-            trend = " rising" if change >= 1 else " falling" if change <= -1 else " steady"
-        parts.append(f"last pain {pains[-1].pain}/10{trend}")
+            trend = " " + (_("rising") if change >= 1 else _("falling") if change <= -1
+                           else _("steady"))
+        parts.append(_("last pain {pain}/10", pain=pains[-1].pain) + trend)
     flags = []
     if patient.status == "referred":
-        flags.append("referred (red flag or pain spike)")
+        flags.append(_("referred (red flag or pain spike)"))
     if any(p.pain >= 8 for p in pains):
-        flags.append("pain spike")
+        flags.append(_("pain spike"))
     recent = [s.status for s in sessions if s.status != "prompted"][-3:]
     if len(recent) == 3 and all(s == "missed" for s in recent):
-        flags.append("3+ missed")
+        flags.append(_("3+ missed"))
     if patient.unreachable:
-        flags.append("unreachable")
+        flags.append(_("unreachable"))
     if flags:
-        parts.append("FLAGS: " + ", ".join(flags))
+        parts.append(_("FLAGS: {flags}", flags=", ".join(flags)))
     return ", ".join(parts)

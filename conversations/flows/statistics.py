@@ -10,6 +10,7 @@ import re
 from datetime import date, timedelta
 
 from conversations.context import Ctx
+from conversations.i18n import _
 from conversations.messages import Document
 from storage.stats import Stats, compute, weekly_rows
 
@@ -72,19 +73,23 @@ def summary(row: Stats, period: str) -> str:
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{x:.0%}"
 
-    return (f"{row.group} ({period}): {row.enrolled} enrolled ({row.new} new), {row.active} "
-            f"active, {row.paused} paused, {row.referred} referred. Prompts sent "
-            f"{row.prompts_sent}. Sessions: {row.done} done, {row.partial} partly, "
-            f"{row.skipped} skipped, {row.missed} missed; adherence {pct(row.adherence)}. "
-            f"Median change in worst pain {_cell(row.median_pain_change)}, in Kujala "
-            f"{_cell(row.median_kujala_change)}. Progressed {pct(row.progressed)}, held "
-            f"{pct(row.held)}, regressed {pct(row.regressed)}.")
+    return _("{group} ({period}): {enrolled} enrolled ({new} new), {active} active, {paused} "
+             "paused, {referred} referred. Prompts sent {prompts}. Sessions: {done} done, "
+             "{partial} partly, {skipped} skipped, {missed} missed; adherence {adherence}. "
+             "Median change in worst pain {pain_change}, in Kujala {kujala_change}. Progressed "
+             "{progressed}, held {held}, regressed {regressed}.", group=row.group,
+             period=period, enrolled=row.enrolled, new=row.new, active=row.active,
+             paused=row.paused, referred=row.referred, prompts=row.prompts_sent, done=row.done,
+             partial=row.partial, skipped=row.skipped, missed=row.missed,
+             adherence=pct(row.adherence), pain_change=_cell(row.median_pain_change),
+             kujala_change=_cell(row.median_kujala_change), progressed=pct(row.progressed),
+             held=pct(row.held), regressed=pct(row.regressed))
 
 
 async def stats(ctx: Ctx) -> None:
     period = parse_period(ctx.inbound.args)
     if period is None:
-        ctx.say("Usage: /stats 7d, 30d, 12w (any number of days or weeks) or all.")
+        ctx.say(_("Usage: /stats 7d, 30d, 12w (any number of days or weeks) or all."))
         return
     rows = await compute(ctx.repo.db, since_of(ctx, period[1]), ctx.today)
     ctx.say("\n\n".join(summary(row, period[0]) for row in rows))
@@ -93,7 +98,7 @@ async def stats(ctx: Ctx) -> None:
 async def export(ctx: Ctx) -> None:
     period = parse_period(ctx.inbound.args)
     if period is None:
-        ctx.say("Usage: /export 7d, 30d, 12w (any number of days or weeks) or all.")
+        ctx.say(_("Usage: /export 7d, 30d, 12w (any number of days or weeks) or all."))
         return
     out = io.StringIO()
     writer = csv.writer(out)
@@ -105,6 +110,6 @@ async def export(ctx: Ctx) -> None:
                          "" if row.mean_pain is None else row.mean_pain,
                          "" if row.worst_pain is None else row.worst_pain])
     ctx.repo.audit(ctx.user.display_id, "export_csv", ctx.now, period=period[0])
-    ctx.say(f"One row per patient per week ({period[0]}), as CSV.",
+    ctx.say(_("One row per patient per week ({period}), as CSV.", period=period[0]),
             document=Document(filename=f"kneecoach-{period[0]}.csv",
                               content=out.getvalue().encode(), mime_type="text/csv"))

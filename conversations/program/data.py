@@ -17,6 +17,12 @@ from pydantic import (
     model_validator,
 )
 
+from conversations import i18n
+from conversations.i18n import _
+
+# The languages every exercise's words must be given in, besides the file's own English.
+TRANSLATED = tuple(code for code in i18n.LANGUAGES if code != i18n.SOURCE)
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -100,10 +106,19 @@ MEDIA_KINDS: dict[str, tuple[Literal["photo", "animation", "video"], int, tuple[
 }
 
 
+class Words(_Frozen):
+    """An exercise's name and how-to line in one language."""
+
+    name: str = Field(min_length=1)
+    how: str = Field(min_length=1)
+
+
 class Exercise(_Frozen):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=24)
     name: str = Field(min_length=1)
     how: str = Field(min_length=1)
+    # [exercises.translations.es]: name and how in each language of TRANSLATED.
+    translations: dict[str, Words] = Field(default_factory=dict, validate_default=True)
     optional: bool = False
     foot_turned_out: bool = False
     demo: Demo
@@ -135,6 +150,29 @@ class Exercise(_Frozen):
             raise ValueError(f"{value}: the content is not a {path.suffix.lower()[1:]} file")
         return path.resolve()
 
+    @field_validator("translations")
+    @classmethod
+    def _every_language(cls, value: dict[str, Words]) -> dict[str, Words]:
+        missing = [code for code in TRANSLATED if code not in value]
+        if missing:
+            raise ValueError(f"no translation in {', '.join(missing)} "
+                             "([exercises.translations.LANGUAGE] with name and how)")
+        unknown = set(value) - set(TRANSLATED)
+        if unknown:
+            raise ValueError(f"translation in a language we do not speak: "
+                             f"{', '.join(sorted(unknown))}")
+        return value
+
+    @property
+    def words(self) -> Words:
+        """Name and how-to in the current language."""
+        found = self.translations.get(i18n.current())
+        if found is not None:
+            return found
+        if i18n.current() == i18n.PSEUDO:
+            return Words(name=i18n.pseudo(self.name), how=i18n.pseudo(self.how))
+        return Words(name=self.name, how=self.how)
+
     @property
     def media_kind(self) -> Literal["photo", "animation", "video"] | None:
         return MEDIA_KINDS[self.media.suffix.lower()][0] if self.media else None
@@ -153,13 +191,17 @@ class Dose(_Frozen):
             raise ValueError("give exactly one of reps or seconds")
         return self
 
-    def describe(self) -> str:
+    def describe(self, notes: dict[str, dict[str, str]] | None = None) -> str:
+        """"3 x 10, 5 s hold, to 30 deg" in the current language; `notes`: the program's
+        translations of the notes."""
         amount = f"{self.reps}" if self.reps is not None else f"{self.seconds} s"
         parts = [f"{self.sets} x {amount}"]
         if self.hold_seconds:
-            parts.append(f"{self.hold_seconds} s hold")
+            parts.append(_("{seconds} s hold", seconds=self.hold_seconds))
         if self.note:
-            parts.append(self.note)
+            lang = i18n.current()
+            note = (notes or {}).get(self.note, {}).get(lang, self.note)
+            parts.append(i18n.pseudo(note) if lang == i18n.PSEUDO else note)
         return ", ".join(parts)
 
 
@@ -172,6 +214,8 @@ class Program(_Frozen):
     version: str = Field(min_length=1)
     exercises: list[Exercise] = Field(min_length=1)
     levels: list[Level] = Field(min_length=1)
+    # [notes."to 30 deg"]: each dose note in each language of TRANSLATED.
+    notes: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -188,6 +232,11 @@ class Program(_Frozen):
                                  f"{', '.join(sorted(unknown))}")
             if not set(level.doses) - optional:
                 raise ValueError(f"level {level.number} has no required exercise")
+            for dose in level.doses.values():
+                given = self.notes.get(dose.note or "", {}) if dose.note else None
+                if given is not None and not all(given.get(code) for code in TRANSLATED):
+                    raise ValueError(f"note {dose.note!r} of level {level.number} needs a "
+                                     f"[notes] translation in {', '.join(TRANSLATED)}")
         return self
 
     @property
@@ -208,8 +257,9 @@ class Program(_Frozen):
             if dose is None or (exercise.optional and not include_optional) or (
                     exercise.id in off):
                 continue
-            extra = " (optional hip work)" if exercise.optional else ""
-            lines.append(f"{exercise.name}{extra}: {dose.describe()} - {exercise.how}")
+            extra = " " + _("(optional hip work)") if exercise.optional else ""
+            words = exercise.words
+            lines.append(f"{words.name}{extra}: {dose.describe(self.notes)} - {words.how}")
         return lines
 
 

@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from conversations.i18n import _
+
 Status = Literal["prompted", "done", "partial", "skipped", "missed"]
 Stage = Literal["during", "morning"]
 Pain = Field(ge=0, le=10)
@@ -88,21 +90,22 @@ def r4_stop(level: int, today: date, latest: SessionFact, changes: Sequence[Leve
     hold: Literal["referral", "pain"] = "pain"
     coach = ""
     if stage == "during" and latest.pain_during is not None and latest.pain_during >= 8:
-        reason = f"Pain of {latest.pain_during}/10 is more than exercise should cause."
+        reason = _("Pain of {pain}/10 is more than exercise should cause.",
+                   pain=latest.pain_during)
         coach = f"reported pain {latest.pain_during}/10 during the session"
     elif stage == "morning" and latest.morning_symptom:
-        reason = "New swelling, locking or giving way needs a clinician to look at the knee."
+        reason = _("New swelling, locking or giving way needs a clinician to look at the knee.")
         coach = "reported new swelling, locking or giving way at the next-morning check"
         hold = "referral"
     elif would_regress and level == 1 and any(
             c.action == "regress" and c.from_level == 1 and today - c.day <= timedelta(days=14)
             for c in changes):
-        reason = "The knee has flared twice in two weeks even at the easiest level."
+        reason = _("The knee has flared twice in two weeks even at the easiest level.")
         coach = "flared twice within two weeks at level 1"
     if reason is None:
         return None
     return Decision(action="stop", rule="R4", level=level, refer=True, urgent=True,
-                    message=f"{reason} I have paused your program.", hold=hold,
+                    message=_("{reason} I have paused your program.", reason=reason), hold=hold,
                     for_coach=coach)
 
 
@@ -120,8 +123,8 @@ def r7_flare(level: int, sessions: Sequence[SessionFact], changes: Sequence[Leve
     if (checked[-1].day - checked[0].day).days != 2:
         return None  # not three days running
     return Decision(action="stop", rule="R7", level=level, refer=True,
-                    message="Your knee has stayed worse than usual for three mornings even on "
-                            "the lighter dose, so I have paused your program.",
+                    message=_("Your knee has stayed worse than usual for three mornings even "
+                              "on the lighter dose, so I have paused your program."),
                     for_coach="had next-morning pain above usual three days running on the "
                               "lowered dose")
 
@@ -142,31 +145,35 @@ def r3_regress(level: int, today: date, latest: SessionFact, sessions: Sequence[
     """R3: pain during > 5, morning pain up 2+, or this week's mean pain 2+ above last week's."""
     reason = None
     if stage == "during" and latest.pain_during is not None and latest.pain_during > 5:
-        reason = f"Pain of {latest.pain_during}/10 during the exercises is more than 5"
+        reason = _("Pain of {pain}/10 during the exercises is more than 5",
+                   pain=latest.pain_during)
     elif stage == "morning" and latest.morning_delta is not None and latest.morning_delta >= 2:
-        reason = "Your knee was clearly worse the next morning"
+        reason = _("Your knee was clearly worse the next morning")
     elif stage == "during":
         means = _week_means(sessions, today)
         if means is not None and means[0] - means[1] >= 2:
-            reason = "Your pain this week is 2 points higher than last week"
+            reason = _("Your pain this week is 2 points higher than last week")
     if reason is None:
         return None
     lower = max(1, level - 1)
-    then = (f"so we go back to level {lower}." if lower < level else
-            "so we stay at level 1, the easiest, and keep it gentle.")
-    return Decision(action="regress", rule="R3", level=lower, message=f"{reason}, {then}")
+    then = (_("so we go back to level {level}.", level=lower) if lower < level else
+            _("so we stay at level 1, the easiest, and keep it gentle."))
+    return Decision(action="regress", rule="R3", level=lower,
+                    message=_("{reason}, {then}", reason=reason, then=then))
 
 
 def r2_hold(level: int, latest: SessionFact, stage: Stage) -> Decision | None:
     """R2: pain during 3-5, or next-morning pain up by 1: stay, this is expected."""
     if stage == "during" and latest.pain_during is not None and 3 <= latest.pain_during <= 5:
-        reason = f"Pain of {latest.pain_during}/10 is acceptable during these exercises"
+        reason = _("Pain of {pain}/10 is acceptable during these exercises",
+                   pain=latest.pain_during)
     elif stage == "morning" and latest.morning_delta == 1:
-        reason = "A little more soreness the next morning is expected"
+        reason = _("A little more soreness the next morning is expected")
     else:
         return None
     return Decision(action="hold", rule="R2", level=level,
-                    message=f"{reason}, so we stay at level {level} for now.")
+                    message=_("{reason}, so we stay at level {level} for now.", reason=reason,
+                              level=level))
 
 
 def r1_progress(level: int, top_level: int, today: date, sessions: Sequence[SessionFact],
@@ -182,11 +189,11 @@ def r1_progress(level: int, top_level: int, today: date, sessions: Sequence[Sess
         return None
     if level >= top_level:
         return Decision(action="hold", rule="R1", level=level,
-                        message="Your knee is handling the top level well: keep going, and "
-                                "you may add reps up to 15.")
+                        message=_("Your knee is handling the top level well: keep going, and "
+                                  "you may add reps up to 15."))
     return Decision(action="progress", rule="R1", level=level + 1,
-                    message=f"Three easy sessions in a row with no extra pain the next "
-                            f"morning, so you move up to level {level + 1}.")
+                    message=_("Three easy sessions in a row with no extra pain the next "
+                              "morning, so you move up to level {level}.", level=level + 1))
 
 
 def decide(*, level: int, top_level: int, today: date, sessions: Sequence[SessionFact],
@@ -224,7 +231,8 @@ def pain_report_decision(pain: int, level: int) -> Decision:
     """An ad-hoc /pain report: R4 at 8 or more, otherwise nothing changes."""
     if pain_zone(pain) == "too much" and pain >= 8:
         return Decision(action="stop", rule="R4", level=level, refer=True, urgent=True,
-                        message=f"Pain of {pain}/10 needs a clinician to look at your knee.",
+                        message=_("Pain of {pain}/10 needs a clinician to look at your knee.",
+                                  pain=pain),
                         for_coach=f"reported pain {pain}/10 (a /pain report)")
     return _none(level)
 
@@ -257,10 +265,11 @@ def r6_restart(*, level: int, today: date, sessions: Sequence[SessionFact], back
     lower = restart_level(level=level, today=today, sessions=sessions)
     if lower is None or lower == level:
         return None
-    message = (f"Welcome back. After a week away we restart one level lower, at level {lower}, "
-               "to let the knee get used to the exercises again." if back else
-               f"After 7 missed days in a row we restart one level lower, at level {lower}, "
-               "to let the knee get used to the exercises again.")
+    message = (_("Welcome back. After a week away we restart one level lower, at level "
+                 "{level}, to let the knee get used to the exercises again.", level=lower)
+               if back else
+               _("After 7 missed days in a row we restart one level lower, at level {level}, "
+                 "to let the knee get used to the exercises again.", level=lower))
     return Restart(day=today, from_level=level, to_level=lower, message=message)
 
 
