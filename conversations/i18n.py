@@ -155,8 +155,12 @@ def clock_time(when: time) -> str:
     return format_time(when, "short", locale=locale())
 
 
-def short_date(when: date) -> str:
-    """A day and month: "04 Dec" in English (as always shown), else the locale's ("4 dic")."""
-    if _current.get() in (SOURCE, PSEUDO):
-        return when.strftime("%d %b")
-    return format_date(when, "d MMM", locale=locale())
+def short_date(when: date, year: bool = False) -> str:
+    """A day and month, and the `year`: "04 Dec" ("04 Dec 2026") in English (as always shown),
+    else the locale's ("4 dic", "4 dic 2026"); bracketed in the test language, as its words
+    are."""
+    if _current.get() == SOURCE:
+        return when.strftime("%d %b %Y" if year else "%d %b")
+    if _current.get() == PSEUDO:
+        return pseudo(when.strftime("%d %b %Y" if year else "%d %b"))
+    return format_date(when, "d MMM y" if year else "d MMM", locale=locale())

@@ -23,7 +23,7 @@ ECHO_CHARS = 40  # at most this much of what was typed is quoted back
 CAPTION_CHARS = 1024  # Telegram's caption limit
 
 
-def _short(exercise: Exercise) -> str:
+def short(exercise: Exercise) -> str:
     if i18n.current() == i18n.PSEUDO:  # bracketed whole, as every pseudo-language word
         return i18n.pseudo(exercise.name.split(" (")[0])
     return exercise.words.name.split(" (")[0]
@@ -36,7 +36,7 @@ def buttons(program: Program, level: int | None, exercises: list[Exercise] | Non
     if exercises is None:
         doses = program.levels[level - 1].doses if level else {}
         exercises = [e for e in program.exercises if e.id in doses and e.id not in off]
-    return tuple((Button(label=_("Show me how: {exercise}", exercise=_short(e)),
+    return tuple((Button(label=_("Show me how: {exercise}", exercise=short(e)),
                          token=ButtonToken(step=STEP, ref=level or 0, value=e.id).encode()),)
                  for e in exercises)
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
+from conversations import i18n
 from conversations.alerts import named
 from conversations.chart import render
 from conversations.context import Ctx
 from conversations.flows import prescription, progress
+from conversations.flows.howto import short
 from conversations.flows.staff import FILE_STEP
-from conversations.localtime import local_date, zone
+from conversations.i18n import N_, _
+from conversations.localtime import local_date, short_day, zone
 from conversations.messages import Button, ButtonToken
 from conversations.numbers import whole
 from storage import messages, prescriptions
@@ -27,24 +30,24 @@ PREVIEW_CHARS = 80  # of each unread message on page 1; in full under "Messages"
 PREVIEWS = 3
 
 # What people read, kept together for the message catalogs.
-USAGE = ("Usage: /patient USER [page], where USER is your patient's channel id such as "
-         "telegram:123456; /patients lists them with a button each.")
-HEADER = "{patient}: patient file, page {page} of {pages}"
-MORE = "More (page {page} of {pages})"
-PRESCRIBE = "Change the prescription"
-STATUS = {"active": "active", "paused": "paused by the patient", "stopped": "stopped by the "
-          "patient", "onboarding": "setting up", "pending": "not set up", "referred": "on hold"}
-MORNING = {0: "same or better next morning", 1: "a little worse next morning (+1)",
-           2: "clearly worse next morning (+2 or more)"}
-SESSION_WORDS = {"done": "done", "partial": "partly done", "skipped": "skipped",
-                 "missed": "missed", "prompted": "not reported yet"}
-CHANGE_WORDS = {"hold": "progression held", "unhold": "progression released",
-                "off": "{exercise} switched off", "on": "{exercise} switched on",
-                "level": "level set to {level}", "instruct": "instruction: {text}"}
+USAGE = N_("Usage: /patient USER [page], where USER is your patient's channel id such as "
+           "telegram:123456; /patients lists them with a button each.")
+PRESCRIBE = N_("Change the prescription")
+STATUS = {"active": N_("active"), "paused": N_("paused by the patient"),
+          "stopped": N_("stopped by the patient"), "onboarding": N_("setting up"),
+          "pending": N_("not set up"), "referred": N_("on hold")}
+HOLD_KINDS = {"referral": N_("referral"), "pain": N_("pain")}
+MORNING = {0: N_("same or better next morning"), 1: N_("a little worse next morning (+1)"),
+           2: N_("clearly worse next morning (+2 or more)")}
+SESSION_WORDS = {"done": N_("done"), "partial": N_("partly done"), "skipped": N_("skipped"),
+                 "missed": N_("missed"), "prompted": N_("not reported yet")}
+CHANGE_WORDS = {"hold": N_("progression held"), "unhold": N_("progression released"),
+                "off": N_("{exercise} switched off"), "on": N_("{exercise} switched on"),
+                "level": N_("level set to {level}"), "instruct": N_("instruction: {text}")}
 
 
 def page_button(patient: User, page: int, pages: int) -> Button:
-    return Button(label=MORE.format(page=page, pages=pages),
+    return Button(label=_("More (page {page} of {pages})", page=page, pages=pages),
                   token=ButtonToken(step=STEP, ref=patient.id, value=str(page)).encode())
 
 
@@ -52,7 +55,7 @@ async def command(ctx: Ctx) -> None:
     args = ctx.inbound.args
     page = whole(args[1], 1, 10**6) if len(args) == 2 else 1
     if not args or len(args) > 2 or page is None:
-        ctx.say(USAGE)
+        ctx.say(_(USAGE))
         return
     patient = await prescription.patient_for(ctx, args[0], "patient")
     if patient is not None:
@@ -68,7 +71,7 @@ async def press(ctx: Ctx, token: ButtonToken) -> None:
     page = whole(token.value, 1, 10**6) if token.step == STEP else 1
     if not allowed or patient is None or page is None:
         prescription.refuse(ctx, token.step, f"user {token.ref}")
-        ctx.say(prescription.FORGED)
+        ctx.say(_(prescription.FORGED))
         return
     if token.step == STEP:
         await show(ctx, patient, page)
@@ -81,7 +84,8 @@ async def show(ctx: Ctx, patient: User, page: int) -> None:
     unread = await messages.unread(ctx.repo.db, patient.id)
     pages = [await _overview(ctx, patient, unread), *_pack(await _history(ctx, patient))]
     page = min(page, len(pages))
-    lines = [HEADER.format(patient=named(patient), page=page, pages=len(pages)),
+    lines = [_("{patient}: patient file, page {page} of {pages}", patient=named(patient),
+               page=page, pages=len(pages)),
              *pages[page - 1]]
     rows: list[tuple[Button, ...]] = []
     if page < len(pages):
@@ -89,7 +93,7 @@ async def show(ctx: Ctx, patient: User, page: int) -> None:
     image = None
     if page == 1:
         rx = await prescriptions.current(ctx.repo.db, patient.id)
-        rows.append((Button(label=PRESCRIBE, token=ButtonToken(
+        rows.append((Button(label=_(PRESCRIBE), token=ButtonToken(
             step=prescription.STEP, ref=patient.id, value=f"m.{rx.version}").encode()),))
         data = await progress.gather(ctx.repo, patient, local_date(
             ctx.now, patient.timezone or "UTC"))
@@ -109,33 +113,42 @@ async def _overview(ctx: Ctx, patient: User, unread: list[Message]) -> list[str]
     rx = await prescriptions.current(repo.db, patient.id)
     hold = await repo.open_hold(patient.id)
     coach = await repo.user_by_id(patient.coach_id) if patient.coach_id else None
-    lines = [f"Status: {STATUS.get(patient.status, patient.status)}" + (
-        f" since {hold.started_on:%d %b} ({hold.kind} hold, rule {hold.rule}): they "
-        f"{hold.reason}. /clear {patient.display_id} [level] lifts it." if hold else "")]
-    lines.append(f"Coach: {named(coach)}" if coach else "Coach: none")
+    status = _(STATUS[patient.status]) if patient.status in STATUS else patient.status
+    lines = [_("Status: {status}", status=status) + (_(
+        " since {day} ({kind} hold, rule {rule}): they {reason}. /clear {ident} [level] "
+        "lifts it.", day=i18n.short_date(hold.started_on), kind=_kind(hold), rule=hold.rule,
+        reason=hold.reason, ident=patient.display_id) if hold else "")]
+    lines.append(_("Coach: {coach}", coach=named(coach)) if coach else _("Coach: none"))
     if program is not None:
-        lines.append(f"Level {program.level} of {ctx.program.top_level}"
-                     + ("; progression held by the coach" if rx.held else "")
-                     + f"; started {program.started_on:%d %b %Y}, worst pain then "
-                       f"{program.baseline_worst_pain}/10")
+        lines.append(_("Level {level} of {top}", level=program.level,
+                       top=ctx.program.top_level)
+                     + (_("; progression held by the coach") if rx.held else "")
+                     + _("; started {day}, worst pain then {pain}/10",
+                         day=i18n.short_date(program.started_on, year=True),
+                         pain=program.baseline_worst_pain))
     else:
-        lines.append("No program yet")
-    off = [prescription.short(e) for e in ctx.program.exercises if e.id in rx.off]
+        lines.append(_("No program yet"))
+    off = [short(e) for e in ctx.program.exercises if e.id in rx.off]
     if off:
-        lines.append("Exercises off: " + ", ".join(off))
+        lines.append(_("Exercises off: {exercises}", exercises=", ".join(off)))
     if rx.instruction:
-        lines.append(f"Instruction: {rx.instruction}")
+        lines.append(_("Instruction: {text}", text=rx.instruction))
     sessions = await repo.sessions_since(patient.id, today - timedelta(days=29))
-    lines.append(f"Adherence: last 7 days {_adherence(sessions, today - timedelta(days=6))}, "
-                 f"last 30 days {_adherence(sessions, today - timedelta(days=29))}")
+    lines.append(_("Adherence: last 7 days {week}, last 30 days {month}",
+                   week=_adherence(sessions, today - timedelta(days=6)),
+                   month=_adherence(sessions, today - timedelta(days=29))))
     lines.append(await _kujala(ctx, patient))
     if unread:
-        lines.append(f"Unread messages from the patient: {len(unread)} (in full under "
-                     "Messages):")
+        lines.append(_("Unread messages from the patient: {n} (in full under Messages):",
+                       n=len(unread)))
         lines += [f"- {_when(m.created_at, tz)}: {_preview(m.text)}" for m in unread[-PREVIEWS:]]
     else:
-        lines.append("No unread messages from the patient.")
+        lines.append(_("No unread messages from the patient."))
     return lines
+
+
+def _kind(hold: Hold) -> str:
+    return _(HOLD_KINDS[hold.kind]) if hold.kind in HOLD_KINDS else hold.kind
 
 
 def _adherence(sessions: list[Session], since: date) -> str:
@@ -147,19 +160,22 @@ def _adherence(sessions: list[Session], since: date) -> str:
 async def _kujala(ctx: Ctx, patient: User) -> str:
     scores = [a for a in await ctx.repo.assessments(patient.id, "kujala") if a.score is not None]
     if not scores:
-        return "Kujala: no score yet"
+        return _("Kujala: no score yet")
     tz = patient.timezone or "UTC"
     first, last = scores[0], scores[-1]
-    line = f"Kujala: baseline {first.score}/100 ({local_date(first.created_at, tz):%d %b})"
+    line = _("Kujala: baseline {score}/100 ({day})", score=first.score,
+             day=i18n.short_date(local_date(first.created_at, tz)))
     if last is first:
-        return line + ", not asked again yet"
+        return line + _(", not asked again yet")
     change = (last.score or 0) - (first.score or 0)
-    return (line + f", latest {last.score}/100 ({local_date(last.created_at, tz):%d %b}), "
-            f"change {change:+d}")
+    return line + _(", latest {score}/100 ({day}), change {change}", score=last.score,
+                    day=i18n.short_date(local_date(last.created_at, tz)),
+                    change=f"{change:+d}")
 
 
 def _when(at: datetime, tz: str) -> str:
-    return f"{at.astimezone(zone(tz)):%d %b %H:%M}"
+    local = at.astimezone(zone(tz))
+    return f"{i18n.short_date(local.date())} {i18n.clock_time(local.time())}"
 
 
 def _preview(text: str) -> str:
@@ -178,43 +194,51 @@ async def _history(ctx: Ctx, patient: User) -> list[tuple[str, list[str]]]:
     changes = await prescriptions.changes(repo.db, patient.id)
     since = ctx.now - timedelta(days=MESSAGE_DAYS)
     recent = [m for m in await messages.of(repo.db, patient.id) if m.created_at >= since]
-    sections = [("Level history", [_event(e) for e in events]),
-                ("Holds", [_hold(h, tz) for h in holds]),
-                (f"Sessions, last {SESSION_DAYS} days", [_session(s) for s in sessions]),
-                ("Prescription changes and notes",
+    sections = [(_("Level history"), [_event(e) for e in events]),
+                (_("Holds"), [_hold(h, tz) for h in holds]),
+                (_("Sessions, last {n} days", n=SESSION_DAYS), [_session(s) for s in sessions]),
+                (_("Prescription changes and notes"),
                  [await _change(ctx, c, tz) for c in changes]),
-                (f"Messages, last {MESSAGE_DAYS} days", [_message(m, tz) for m in recent])]
-    return [(title, lines or ["none"]) for title, lines in sections
-            if lines or title != "Holds"]
+                (_("Messages, last {n} days", n=MESSAGE_DAYS), [_message(m, tz) for m in recent])]
+    # An empty section says so, but for holds: most patients never have one.
+    return [(title, lines or [_("none")]) for i, (title, lines) in enumerate(sections)
+            if lines or i != 1]
 
 
 def _event(event: ProgressionEvent) -> str:
-    day = f"{event.day:%d %b}"
+    values = {"day": i18n.short_date(event.day), "level": event.to_level,
+              "rule": _("coach") if event.rule == "coach" else event.rule}
     if event.action == "start":
-        return f"{day}: started at level {event.to_level} ({event.rule})"
-    if event.action in ("review", "stop"):
-        what = "clinician review advised" if event.action == "review" else "program paused"
-        return f"{day}: {what} at level {event.to_level} ({event.rule})"
-    return f"{day}: level {event.from_level} -> {event.to_level} ({event.rule})"
+        return _("{day}: started at level {level} ({rule})", **values)
+    if event.action == "review":
+        return _("{day}: clinician review advised at level {level} ({rule})", **values)
+    if event.action == "stop":
+        return _("{day}: program paused at level {level} ({rule})", **values)
+    return _("{day}: level {before} -> {level} ({rule})", before=event.from_level, **values)
 
 
 def _hold(hold: Hold, tz: str) -> str:
-    line = f"{hold.started_on:%d %b}: {hold.kind} hold (rule {hold.rule}), they {hold.reason}"
+    line = _("{day}: {kind} hold (rule {rule}), they {reason}",
+             day=i18n.short_date(hold.started_on), kind=_kind(hold), rule=hold.rule,
+             reason=hold.reason)
     if hold.lifted_at is None:
-        return line + "; open"
-    return (line + f"; lifted {_when(hold.lifted_at, tz)} by {hold.lifted_by}: "
-            f"{hold.lift_reason}" + (f", restart at level {hold.restart_level}"
-                                     if hold.restart_level else ""))
+        return line + _("; open")
+    return (line + _("; lifted {when} by {by}: {reason}", when=_when(hold.lifted_at, tz),
+                     by=hold.lifted_by, reason=hold.lift_reason)
+            + (_(", restart at level {level}", level=hold.restart_level)
+               if hold.restart_level else ""))
 
 
 def _session(session: Session) -> str:
-    parts = [f"{session.day:%a %d %b}: {SESSION_WORDS.get(session.status, session.status)}",
-             f"level {session.level}"]
+    status = (_(SESSION_WORDS[session.status]) if session.status in SESSION_WORDS
+              else session.status)
+    parts = [f"{short_day(session.day.isoweekday())} {i18n.short_date(session.day)}: {status}",
+             _("level {level}", level=session.level)]
     if session.pain_during is not None:
-        parts.append(f"pain {session.pain_during}/10 during")
+        parts.append(_("pain {pain}/10 during", pain=session.pain_during))
     if session.morning_at is not None:
-        parts.append(MORNING.get(min(max(session.morning_delta or 0, 0), 2), "")
-                     + ("; new swelling, locking or giving way" if session.morning_symptom
+        parts.append(_(MORNING[min(max(session.morning_delta or 0, 0), 2)])
+                     + (_("; new swelling, locking or giving way") if session.morning_symptom
                         else ""))
     return ", ".join(parts)
 
@@ -222,16 +246,19 @@ def _session(session: Session) -> str:
 async def _change(ctx: Ctx, change: PrescriptionChange, tz: str) -> str:
     by = await ctx.repo.user_by_id(change.by_id) if change.by_id else None
     exercise = ctx.program.exercise(change.exercise or "")
-    what = ("instruction removed" if change.kind == "instruct" and change.text is None else
-            CHANGE_WORDS[change.kind].format(
-                exercise=prescription.short(exercise) if exercise else change.exercise,
-                level=change.level, text=change.text))
-    return f"{_when(change.at, tz)}, {named(by) if by else 'a former coach'}: {what}"
+    what = (_("instruction removed") if change.kind == "instruct" and change.text is None else
+            _(CHANGE_WORDS[change.kind], exercise=short(exercise) if exercise else change.exercise,
+              level=change.level, text=change.text))
+    return _("{when}, {by}: {what}", when=_when(change.at, tz),
+             by=named(by) if by else _("a former coach"), what=what)
 
 
 def _message(message: Message, tz: str) -> str:
-    who = "patient" if message.sender == "patient" else "coach"
-    return f"{_when(message.created_at, tz)}, from the {who}: {message.text}"
+    if message.sender == "patient":
+        return _("{when}, from the patient: {text}", when=_when(message.created_at, tz),
+                 text=message.text)
+    return _("{when}, from the coach: {text}", when=_when(message.created_at, tz),
+             text=message.text)
 
 
 def _pack(sections: list[tuple[str, list[str]]]) -> list[list[str]]:

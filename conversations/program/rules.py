@@ -223,8 +223,9 @@ def decide(*, level: int, top_level: int, today: date, sessions: Sequence[Sessio
 def held_progress(level: int) -> Decision:
     """R1 would move the patient up, but their coach holds the progression."""
     return Decision(action="hold", rule="5b", level=level,
-                    message=f"Three easy sessions in a row with no extra pain the next morning. "
-                            f"Your coach has asked you to stay at level {level} for now.")
+                    message=_("Three easy sessions in a row with no extra pain the next "
+                              "morning. Your coach has asked you to stay at level {level} for "
+                              "now.", level=level))
 
 
 def pain_report_decision(pain: int, level: int) -> Decision:
