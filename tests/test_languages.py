@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
+from clinic import ADMIN, coach_named, patient_of
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from tick_and_send import FIRST_PROMPT, scheduler
 
 from bot.channels.slack import SlackChannel
 from bot.channels.telegram import TelegramChannel
@@ -42,7 +44,7 @@ from conversations.program.data import (
 )
 from fake_api import free_port
 from slack_server import BOT_TOKEN, SIGNING_SECRET, SlackPerson, SlackServer
-from storage.models import ConversationState, ProgramState, User
+from storage.models import ConversationState, Outbox, ProgramState, User
 from telegram_server import BotApiServer, Person
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -416,6 +418,17 @@ async def test_no_string_left_behind_for_coaches_and_admins(
                  "/reply", "/reply console:nobody hi", "/reply console:pam Keep going",
                  "/invite revoke NOPE", "/stats", "/export", "/coaches", "/help",
                  "/start", "/language"]),
+        # The patient's file and prescription: each command's refusals, changes and buttons.
+        (coach, ["/patient", "/patient console:nobody", "/patient console:pam x",
+                 "/level console:pam 3", "/level console:pam 3", "/level console:pam 99",
+                 "/level", "/hold console:pam", "/hold console:pam", "/hold",
+                 "/exercise console:pam knee_ext off", "/exercise console:pam knee_ext off",
+                 "/exercise console:pam R4 off", "/exercise console:pam nope off",
+                 "/exercise", "/instruct console:pam Keep going", "/instruct",
+                 "/instruct console:pam " + "x" * 301, "/patient console:pam",
+                 "Change the prescription", "Let the level move up", "Remove the instruction",
+                 "/instruct console:pam -", "/patient console:pam 2",
+                 "/patient console:pam 3", "/unhold console:pam"]),
         (root, ["/stats 7d", "/stats x", "/export 7d", "/export x", "/coaches", "/coaches 9",
                 "/assign",
                 "/assign console:pam console:nobody", "/assign console:pam console:coachx",
@@ -442,8 +455,42 @@ async def test_no_string_left_behind_for_coaches_and_admins(
                     seen.append(text)
     said = "\n".join(seen)
     for heard in ("[Ýóúr pátíéñts", "[Prévíéw, tó 1 pátíéñt:]", "[Séñt tó",
-                  "[Çóáçhés (págé", "[Óñé rów pér pátíéñt"):
+                  "[Çóáçhés (págé", "[Óñé rów pér pátíéñt", "[Présçríptíóñ óf",
+                  ": pátíéñt fílé, págé 2 óf", "[Lévél hístórý]", "[Íñstrúçtíóñ sét]"):
         assert heard in said, heard
+
+
+async def test_a_coach_change_is_told_and_prompted_in_the_patients_language(
+        sessions: async_sessionmaker[DbSession], program: Program, clock: ManualClock) -> None:
+    """The coach works in English; their Spanish patient reads the notice of each change and
+    the next daily prompt, the coach's instruction under it, in Spanish."""
+    engine = Engine(sessions, program, clock, admins=frozenset({ADMIN}))
+    coach, code = await coach_named(engine, "coach")
+    ana = await patient_of(engine, code, "ana")
+    await ana.send("/language")
+    await ana.press("Español")
+    await coach.send("/exercise console:ana knee_ext off")
+    assert coach.text.startswith("Knee extension with the foot turned out switched off for "
+                                 "Name of ana (console:ana). I have told them.")
+    await coach.send("/instruct console:ana Baje despacio esta semana.")
+    assert coach.text.startswith("Instruction set for Name of ana")
+    async with sessions() as db:
+        notes = [p["text"] for p in (await db.scalars(select(Outbox.payload).where(
+            Outbox.kind == "reply", Outbox.chat_id == "ana").order_by(Outbox.id))).all()]
+    assert notes == ["Su entrenador ha quitado Extensión de rodilla con el pie girado hacia "
+                     "fuera de sus sesiones.",
+                     "Su entrenador ha añadido una indicación a cada sesión: Baje despacio "
+                     "esta semana."]
+    clock.set(FIRST_PROMPT)
+    assert (await scheduler(sessions, program, clock).tick()).prompts == 1
+    async with sessions() as db:
+        prompt = (await db.scalars(select(Outbox.payload).filter_by(
+            kind="prompt", chat_id="ana"))).one()
+    assert prompt["text"].startswith("Es la hora de los ejercicios de rodilla de hoy (nivel 2)")
+    assert "\n\nDe su entrenador: Baje despacio esta semana.\n\n" in prompt["text"]
+    assert "Extensión de rodilla" not in prompt["text"]
+    _only("es", [*notes, prompt["text"], *(b["label"] for row in prompt["buttons"]
+                                          for b in row)])
 
 
 def test_every_exercise_and_note_is_translated_and_a_missing_one_stops_start_up(
