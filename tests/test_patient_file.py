@@ -16,9 +16,12 @@ from clinic import ADMIN, audits, coach_named, patient_of
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from test_prescription import KNEE_EXT
+from tick_and_send import FIRST_PROMPT, scheduler
 
 from bot.channels.slack import SlackChannel
 from bot.channels.telegram import TelegramChannel
+from bot.sender import OutboxSender
 from bot.settings import Settings
 from conftest import CLEAN_KUJALA, CLEAN_SCREEN, KUJALA_AT, Patient, telegram_settings
 from conversations.clock import ManualClock
@@ -289,6 +292,52 @@ async def test_the_file_and_its_chart_arrive_over_telegram_and_its_pages_turn(
         assert "Prescription of Ann (telegram:3101): level 2 of 5" in coach.text
         await coach.press("Hold progression")
         assert "Progression held for Ann (telegram:3101). I have told them." in coach.text
+    finally:
+        await channel.stop()
+
+
+async def test_a_prescription_over_telegram_is_the_next_prompt_and_today(
+        telegram_api: BotApiServer, sessions: async_sessionmaker[DbSession], program: Program,
+        clock: ManualClock) -> None:
+    """A coach prescribes over Telegram (level, an exercise off, an instruction): the patient
+    is told each change in a sentence, and the next daily prompt, sent through the outbox to
+    the test Bot API server, and /today are exactly the prescribed session."""
+    engine = Engine(sessions, program, clock, admins=frozenset({("telegram", "9001")}))
+    channel = TelegramChannel(telegram_settings(telegram_api), engine, poll_timeout=1)
+    outbox = OutboxSender(sessions, {"telegram": channel.deliverer}, clock, rate=1000)
+    await channel.start()
+    try:
+        admin, coach, pam = (Person(telegram_api, n) for n in (9001, 9002, 3101))
+        await coach.say("/start")
+        await admin.say("/grant coach telegram:9002")
+        await coach.say("/invite")
+        code = re.search(r"start=([A-Z0-9]+)", coach.text).group(1)  # type: ignore[union-attr]
+        await pam.say(f"/start {code}")
+        await pam.answer_all(*CLEAN_SCREEN)
+        instruction = "Keep the *squats* shallow this week 🦵"
+        await coach.say("/level telegram:3101 3")
+        await coach.say("/exercise telegram:3101 knee_ext off")
+        await coach.say(f"/instruct telegram:3101 {instruction}")
+        assert "Instruction set for Ann (telegram:3101)" in coach.text
+        await outbox.drain()
+        told = [m.text for m in telegram_api.to(3101)][-3:]
+        assert told == [rx.TELL_LEVEL.format(level=3), rx.TELL_OFF.format(exercise=KNEE_EXT),
+                        rx.TELL_INSTRUCT.format(text=instruction)]
+
+        clock.set(FIRST_PROMPT)
+        await scheduler(sessions, program, clock).tick()
+        await outbox.drain()
+        (prompt,) = [m for m in telegram_api.to(3101) if m.text.startswith("Time for today")]
+        lines = [f"{i}. {line}" for i, line in enumerate(
+            program.session_lines(3, off={"knee_ext"}), 1)]
+        assert prompt.text == ("Time for today's knee exercises (level 3):\n" + "\n".join(lines)
+                               + f"\n\nFrom your coach: {instruction}\n\nStop any exercise "
+                                 "that causes sharp pain. How did it go?")
+        assert not [label for label in prompt.tokens() if KNEE_EXT in label]
+        await pam.say("/today")
+        assert ("Today's session (level 3):\n" + "\n".join(lines) + "\n\nFrom your coach: "
+                + instruction) in pam.text
+        assert KNEE_EXT not in pam.text
     finally:
         await channel.stop()
 
