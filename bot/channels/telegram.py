@@ -35,6 +35,7 @@ from telegram.ext import (
 
 from bot import logs, metrics
 from bot.channels import InOrder, StartupError, at_start
+from bot.channels.telegram_http import UpdatesRequest
 from bot.channels.telegram_send import TelegramDeliverer, bot_request
 from bot.delivery import DeliveryError, send_replies
 from bot.media import MediaIds
@@ -107,7 +108,7 @@ class TelegramChannel:
             Application.builder().token(settings.telegram_token.get_secret_value())
             .base_url(f"{root}/bot").base_file_url(f"{root}/file/bot")
             .request(bot_request(10.0))
-            .get_updates_request(bot_request(poll_timeout + 10.0))
+            .get_updates_request(UpdatesRequest(lambda: self._fetched, poll_timeout + 10.0))
             .concurrent_updates(PerChat(256))
             .build())
         self.deliverer = TelegramDeliverer(self.app.bot, MediaIds(engine.sessions, engine.clock))
