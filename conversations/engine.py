@@ -35,7 +35,7 @@ from conversations.localtime import local_date
 from conversations.messages import ButtonToken, Inbound, Outbound
 from conversations.program.data import Program
 from conversations.prompts import SNOOZE, prompt_message
-from storage import prescriptions
+from storage import outbox, prescriptions
 from storage.db import Outage, backoff, database_lost
 from storage.models import ConversationState, User
 from storage.repository import Repository, StaleState
@@ -69,17 +69,26 @@ class Engine:
         """The replies to one update. While the database is unreachable the update is held
         and tried again with backoff (up to `db_patience` seconds), so it is answered when
         the database is back instead of being dropped."""
+        return (await self.handle_behind(inbound, check=False))[0]
+
+    async def handle_behind(self, inbound: Inbound, check: bool = True
+                            ) -> tuple[list[Outbound], bool]:
+        """`handle`, and whether the chat's outbox holds a message its replies must queue
+        behind, read in the update's own transaction: a session of its own for that was a
+        third of a reply's database time (bench/telegram_update_cost.py, profiled)."""
         clashes = tries = 0
         started = asyncio.get_running_loop().time()
         while True:
             try:
                 async with self.sessions() as db, db.begin():
                     replies = await self._handle(Repository(db), inbound)
+                    behind = check and bool(replies) and await outbox.chat_waiting(
+                        db, inbound.channel, inbound.chat_id, self.clock.now())
             except (StaleState, IntegrityError) as exc:
                 clashes += 1
                 if clashes == RETRY_LIMIT:
                     return [_reply(inbound, "Sorry, that clashed with another message. "
-                                            "Please send it again.")]
+                                            "Please send it again.")], False
                 log.info("retrying update %s: %s", inbound.update_id, exc)
             except Exception as exc:
                 if not database_lost(exc) or (
@@ -90,7 +99,7 @@ class Engine:
                 tries += 1
             else:
                 self._outage.back()
-                return replies
+                return replies, behind
 
     async def mark_unreachable(self, channel: str, chat_id: str) -> None:
         """The channel says this chat blocked the bot: no prompts until they write again."""

@@ -247,8 +247,8 @@ class SlackChannel:
     async def _handle(self, inbound: Inbound) -> None:
         with (logs.handling(inbound.channel, inbound.user_id, inbound.update_id),
               metrics.handling(inbound.channel)):
-            replies = await self.engine.handle(inbound)
-            await send_replies(self.deliverer, self.engine, inbound, replies)
+            replies, behind = await self.engine.handle_behind(inbound)
+            await send_replies(self.deliverer, self.engine, inbound, replies, behind)
 
     async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         if (event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id")

@@ -246,8 +246,8 @@ class TelegramChannel:
     async def _handle(self, inbound: Inbound) -> None:
         with (logs.handling(inbound.channel, inbound.user_id, inbound.update_id),
               metrics.handling(inbound.channel)):
-            replies = await self.engine.handle(inbound)
-            await send_replies(self.deliverer, self.engine, inbound, replies)
+            replies, behind = await self.engine.handle_behind(inbound)
+            await send_replies(self.deliverer, self.engine, inbound, replies, behind)
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user = update.message, update.effective_user
