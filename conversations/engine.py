@@ -36,7 +36,7 @@ from conversations.messages import ButtonToken, Inbound, Outbound
 from conversations.program.data import Program
 from conversations.prompts import SNOOZE, prompt_message
 from storage import outbox, prescriptions
-from storage.db import Outage, backoff, database_lost
+from storage.db import Outage, backoff, database_lost, one_writer
 from storage.models import ConversationState, User
 from storage.repository import Repository, StaleState
 
@@ -80,7 +80,7 @@ class Engine:
         started = asyncio.get_running_loop().time()
         while True:
             try:
-                async with self.sessions() as db, db.begin():
+                async with one_writer(self.sessions), self.sessions() as db, db.begin():
                     replies = await self._handle(Repository(db), inbound)
                     behind = check and bool(replies) and await outbox.chat_waiting(
                         db, inbound.channel, inbound.chat_id, self.clock.now())
