@@ -129,17 +129,19 @@ REPLY_WAIT_CAP = 10.0  # seconds; a longer wait is the outbox's job, not the cha
 
 
 async def send_replies(deliverer: Deliverer, engine: Engine, inbound: Inbound,
-                       replies: list[Outbound]) -> None:
+                       replies: list[Outbound], behind: bool | None = None) -> None:
     """Send a handler's replies in order, retrying briefly in place from the part that
     failed. What still cannot go is queued in the outbox (the rest with it, to keep the
-    order), so no reply is lost; nor does a reply overtake one the outbox holds for the chat.
+    order), so no reply is lost; nor does a reply overtake one the outbox holds for the chat
+    (`behind`, as `Engine.handle_behind` read it; None: looked up here).
     A chat that blocked the bot is marked unreachable."""
     if not replies:
         return
-    async with engine.sessions() as db:
-        waiting = await outbox.chat_waiting(db, inbound.channel, inbound.chat_id,
-                                              engine.clock.now())
-    if waiting:
+    if behind is None:
+        async with engine.sessions() as db:
+            behind = await outbox.chat_waiting(db, inbound.channel, inbound.chat_id,
+                                               engine.clock.now())
+    if behind:
         log.info("replies to update %s queued behind the chat's outbox", inbound.update_id)
         await engine.defer(inbound, replies, tried=False)
         return

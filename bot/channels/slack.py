@@ -248,8 +248,8 @@ class SlackChannel:
         inbound = await self._with_locale(inbound)  # in the user's order, as the rest
         with (logs.handling(inbound.channel, inbound.user_id, inbound.update_id),
               metrics.handling(inbound.channel)):
-            replies = await self.engine.handle(inbound)
-            await send_replies(self.deliverer, self.engine, inbound, replies)
+            replies, behind = await self.engine.handle_behind(inbound)
+            await send_replies(self.deliverer, self.engine, inbound, replies, behind)
 
     async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         if (event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id")

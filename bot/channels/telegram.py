@@ -35,6 +35,7 @@ from telegram.ext import (
 
 from bot import logs, metrics
 from bot.channels import InOrder, StartupError, at_start
+from bot.channels.telegram_http import UpdatesRequest
 from bot.channels.telegram_send import TelegramDeliverer, bot_request
 from bot.delivery import DeliveryError, send_replies
 from bot.media import MediaIds
@@ -108,7 +109,7 @@ class TelegramChannel:
             Application.builder().token(settings.telegram_token.get_secret_value())
             .base_url(f"{root}/bot").base_file_url(f"{root}/file/bot")
             .request(bot_request(10.0))
-            .get_updates_request(bot_request(poll_timeout + 10.0))
+            .get_updates_request(UpdatesRequest(lambda: self._fetched, poll_timeout + 10.0))
             .concurrent_updates(PerChat(256))
             .build())
         self.deliverer = TelegramDeliverer(self.app.bot, MediaIds(engine.sessions, engine.clock))
@@ -252,8 +253,8 @@ class TelegramChannel:
     async def _handle(self, inbound: Inbound) -> None:
         with (logs.handling(inbound.channel, inbound.user_id, inbound.update_id),
               metrics.handling(inbound.channel)):
-            replies = await self.engine.handle(inbound)
-            await send_replies(self.deliverer, self.engine, inbound, replies)
+            replies, behind = await self.engine.handle_behind(inbound)
+            await send_replies(self.deliverer, self.engine, inbound, replies, behind)
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user = update.message, update.effective_user
