@@ -561,6 +561,14 @@ async def test_a_german_coach_reads_a_spanish_patients_alerts_and_file_in_german
     _only("de", [re.sub(r"/[a-z]+", "", t) for t in texts])
     await coach.send("/patient console:ana")
     assert "meldete Schmerz 9/10 (eine /pain-Meldung)" in coach.text, coach.text
+    await ana.send("/resume")  # the clear request: its latest answers and buttons too
+    request = (await _alerts(sessions, "coach"))[-1]
+    assert request["text"].startswith(
+        "Name of ana (console:ana) bittet um Fortsetzung. Pausiert seit "), request
+    assert "Grund: meldete Schmerz 9/10 (eine /pain-Meldung) (Regel R4). Zuletzt: letzter " \
+           "Schmerz 9/10 (/pain-Meldung, " in request["text"], request
+    assert request["buttons"][0][0]["label"].startswith(
+        "Aufheben, Neustart mit Stufe "), request
     await coach.send("/clear console:ana")
     async with sessions() as db:
         hold = (await db.scalars(select(Hold))).one()

@@ -19,6 +19,9 @@ from storage.models import Hold, ProgramState, ProgressionEvent, User
 Kind = Literal["referral", "pain"]
 REST_PAIN_LIMIT = 5  # a pain pause also needs a rest pain of 5 or less (R9)
 CLEAR_STEP = "clear"  # the step of the buttons on a coach's clear request
+# Where a pain report came from (PainReport.context): the stored word is the English a coach
+# has always read, so it is its own message id.
+PAIN_CONTEXTS = (N_("baseline"), N_("during"), N_("morning"), N_("adhoc"), N_("rest"))
 
 
 def schedule(program: ProgramState, user: User, now: datetime) -> None:
@@ -117,7 +120,8 @@ async def request_clear(ctx: Ctx, hold: Hold) -> None:
 
     def write() -> str:  # in the coach's language
         latest = [_("last pain {pain}/10 ({context}, {day})", pain=pain.pain,
-                    context=pain.context,
+                    context=(_(pain.context) if pain.context in PAIN_CONTEXTS
+                             else pain.context),
                     day=short_date(local_date(pain.at, user.timezone or "UTC")))
                   if pain else _("no pain reported"),
                   _("Kujala {score}/100", score=kujala.score)
