@@ -34,11 +34,13 @@ class Scheduler:
                  *, grace: timedelta, batch: int = BATCH, parallel: int = 1,
                  retention: timedelta = timedelta(days=90),
                  audit_retention: timedelta = timedelta(days=365),
-                 heartbeat: metrics.Heartbeat | None = None) -> None:
+                 heartbeat: metrics.Heartbeat | None = None,
+                 default_language: str = "en") -> None:
         self.clock = clock
         self.heartbeat = heartbeat or metrics.Heartbeat(clock)
         self._tick = Tick(sessions, program, grace=grace, batch=batch, parallel=parallel,
-                          retention=retention, audit_retention=audit_retention)
+                          retention=retention, audit_retention=audit_retention,
+                          default_language=default_language)
         self._running = asyncio.Lock()
         self._outage = Outage("scheduler tick", log)
 
@@ -84,7 +86,7 @@ async def run_worker(settings: Settings, sessions: async_sessionmaker[DbSession]
                           parallel=1 if is_sqlite(settings.database_url) else PARALLEL,
                           retention=timedelta(days=settings.retention_days),
                           audit_retention=timedelta(days=settings.audit_retention_days),
-                          heartbeat=heartbeat)
+                          heartbeat=heartbeat, default_language=settings.default_language)
     sender = OutboxSender(sessions, deliverers, clock, rate=settings.send_rate)
     jobs = AsyncIOScheduler(timezone=UTC)
     # One tick at a time; ticks missed while one ran long fold into one. First tick now.

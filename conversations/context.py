@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from conversations import i18n
 from conversations.alerts import alert_coach
 from conversations.demo import DemoCache
 from conversations.localtime import local_date
@@ -39,6 +40,8 @@ class Ctx:
     links: dict[str, str] = field(default_factory=dict)
     # Where the exercises' demonstrations are drawn and kept (conversations/demo.py).
     demos: DemoCache = field(default_factory=DemoCache)
+    # The language of a reader with none stored (KNEECOACH_DEFAULT_LANGUAGE).
+    default_language: str = i18n.SOURCE
 
     def say(self, text: str, buttons: tuple[tuple[Button, ...], ...] = (), **extra: Any) -> None:
         self.replies.append(Outbound(channel=self.inbound.channel, chat_id=self.user.chat_id,
@@ -49,10 +52,12 @@ class Ctx:
         """The patient's local date."""
         return local_date(self.now, self.user.timezone or "UTC")
 
-    async def alert_coach(self, text: str) -> None:
-        """Queue a message about the patient to their coach, if they have one; `text` reads
-        after the patient's name and id: "Pam (telegram:3101) joined you ..."."""
-        await alert_coach(self.repo, self.user, text, self.now)
+    async def alert_coach(self, write: Callable[[], str]) -> None:
+        """Queue a message about the patient to their coach, if they have one; `write` gives
+        it in the coach's language, to read after the patient's name and id:
+        "Pam (telegram:3101) joined you ..."."""
+        await alert_coach(self.repo, self.user, write, self.now,
+                          default_language=self.default_language)
 
 
 Ask = Callable[[Ctx], Question]

@@ -170,7 +170,8 @@ class Engine:
                            ) -> list[Outbound]:
         ctx = Ctx(repo=repo, inbound=inbound, user=user, now=now, program=self.program,
                   flow=state.flow, answers=dict(state.answers), admin=admin,
-                  links=self.invite_links, demos=self.demos)
+                  links=self.invite_links, demos=self.demos,
+                  default_language=self.default_language)
         if inbound.command is not None:
             await self._goto(ctx, state, await commands.run(ctx, inbound.command))
         elif inbound.button is not None:
@@ -192,7 +193,7 @@ class Engine:
         user.language = i18n.pick(inbound.language, self.default_language)
         state = await repo.state(user.id)
         ctx = Ctx(repo=repo, inbound=inbound, user=user, now=now, program=self.program,
-                  flow="idle", answers={})
+                  flow="idle", answers={}, default_language=self.default_language)
         if inbound.args:  # an invite code from a deep link waits until consent is given
             await staff.hold_invite(ctx, inbound.args[0])
         await self._goto(ctx, state, "onboarding:consent")

@@ -97,7 +97,8 @@ class Tick:
     def __init__(self, sessions: async_sessionmaker[DbSession], program: Program, *,
                  grace: timedelta, batch: int = BATCH, parallel: int = 1,
                  retention: timedelta = timedelta(days=90),
-                 audit_retention: timedelta = timedelta(days=365)) -> None:
+                 audit_retention: timedelta = timedelta(days=365),
+                 default_language: str = i18n.SOURCE) -> None:
         self.sessions = sessions
         self.program = program
         self.grace = grace
@@ -105,6 +106,8 @@ class Tick:
         self.parallel = parallel
         self.retention = retention
         self.audit_retention = audit_retention
+        # For a reader with no language stored (rows from before migration 0013).
+        self.default_language = default_language
         self._prompts_payloads = _Prompts(program)
         self._days_cache: dict[tuple[datetime, str, str, str], _Days] = {}
 
@@ -140,7 +143,7 @@ class Tick:
                 session_id = open_sessions.get(check.user_id)
                 if session_id is None:
                     continue
-                with i18n.speaking(check.language):
+                with i18n.speaking(check.language or self.default_language):
                     message = check_message(cast(Channel, check.channel), check.chat_id,
                                             session_id, now, check.timezone or "UTC")
                 rows.append(_outbox_row(check.user_id, check.channel, check.chat_id, "check",
@@ -212,9 +215,10 @@ class Tick:
                     continue  # opened through /today this very moment: it is on screen
                 rx = rxs.get(user_id, prescriptions.NONE)
                 if user_id not in restarts and rx.plain:
-                    copies[(d.channel, level, d.language)].append(session_id)
+                    language = d.language or self.default_language
+                    copies[(d.channel, level, language)].append(session_id)
                     continue
-                with i18n.speaking(d.language):
+                with i18n.speaking(d.language or self.default_language):
                     message = prompt_message(cast(Channel, d.channel), d.chat_id, session_id,
                                              level, self.program, rx.off, rx.instruction)
                 before = f"{restarts[user_id].message}\n\n" if user_id in restarts else ""
@@ -229,17 +233,17 @@ class Tick:
             report.prompts += len(rows) + sum(map(len, copies.values()))
         return len(claimed) == self.batch
 
-    @staticmethod
-    async def _missed_alerts(db: DbSession, user_ids: set[int], now: datetime) -> int:
+    async def _missed_alerts(self, db: DbSession, user_ids: set[int], now: datetime) -> int:
         """Tell the coach of each patient whose missed prompts just reached a run of three."""
         runs = await due.missed_in_a_row(db, user_ids, MISSED_ALERT)
         repo = Repository(db)
         for user_id, day in runs.items():
             patient = await repo.user_by_id(user_id)
             if patient is not None:
-                await alert_coach(repo, patient, f"missed {MISSED_ALERT} prompts in a row (the "
-                                  f"latest on {day.isoformat()}).", now,
-                                  dedupe_key=f"missed:{user_id}:{day.isoformat()}")
+                await alert_coach(repo, patient, lambda day=day: i18n._(
+                    "missed {n} prompts in a row (the latest on {day}).", n=MISSED_ALERT,
+                    day=i18n.day(day)), now, dedupe_key=f"missed:{user_id}:{day.isoformat()}",
+                    default_language=self.default_language)
         return len(runs)
 
     # --- weekly summaries and broadcast reports ---------------------------------------------
@@ -258,7 +262,7 @@ class Tick:
                 if user is None or user.status != "active" or user.unreachable:
                     continue
                 today = local_date(now, tz)
-                with i18n.speaking(user.language):
+                with i18n.speaking(user.language or self.default_language):
                     text = await weekly_summary(repo, user, today)
                     chart = i18n._("/progress shows the chart.")
                 if text is None:
@@ -293,7 +297,7 @@ class Tick:
                 sent, blocked, failed = (done.outcomes.get(k, 0)
                                          for k in ("sent", "blocked", "failed"))
                 coach = await Repository(db).user_by_id(done.coach_id)
-                with i18n.speaking(coach.language if coach else None):  # the coach's
+                with i18n.speaking((coach.language if coach else None) or self.default_language):
                     text = ngettext(
                         "Your broadcast of {when} UTC reached {n} patient; {blocked} had "
                         "blocked the bot; {failed} could not be delivered.",
@@ -324,7 +328,7 @@ class Tick:
         for user_id, (day, d) in starting.items():
             facts = [SessionFact.model_validate(s)
                      for s in history[user_id] if day - history_days <= s.day < day]
-            with i18n.speaking(d.language):  # its message is the prompt's first line
+            with i18n.speaking(d.language or self.default_language):  # the prompt's first line
                 restart = r6_restart(level=d.level, today=day, sessions=facts, back=False)
             if restart is not None:
                 restarts[user_id] = restart

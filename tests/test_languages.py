@@ -10,6 +10,7 @@ import string
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from babel.messages.extract import extract_from_dir
@@ -25,12 +26,12 @@ from bot.channels.telegram import TelegramChannel
 from bot.scheduler import Scheduler
 from bot.sender import OutboxSender
 from bot.settings import Settings
-from conftest import CLEAN_SCREEN, KUJALA_AT, Patient
+from conftest import CLEAN_SCREEN, KUJALA_AT, Patient, enrolled
 from conversations import i18n
 from conversations.clock import ManualClock
 from conversations.commands import MENU
 from conversations.engine import Engine
-from conversations.i18n import _
+from conversations.i18n import N_, _
 from conversations.localtime import describe_days, parse_days, parse_time
 from conversations.messages import ButtonToken
 from conversations.program.data import (
@@ -42,9 +43,10 @@ from conversations.program.data import (
     default_program_path,
     load_program,
 )
+from conversations.said import shown, wording
 from fake_api import free_port
 from slack_server import BOT_TOKEN, SIGNING_SECRET, SlackPerson, SlackServer
-from storage.models import ConversationState, Outbox, ProgramState, User
+from storage.models import ConversationState, Hold, Outbox, ProgramState, User
 from telegram_server import BotApiServer, Person
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -516,3 +518,105 @@ def test_every_exercise_and_note_is_translated_and_a_missing_one_stops_start_up(
     path.write_text(shipped.replace('"quarter depth" = {', '"a quarter" = {'), encoding="utf-8")
     with pytest.raises(ProgramError, match="quarter depth"):
         load_program(path)
+
+
+# --- coach alerts: in the coach's language ----------------------------------------------------
+async def _alerts(sessions: async_sessionmaker[DbSession], chat_id: str) -> list[dict[str, Any]]:
+    async with sessions() as db:
+        return list((await db.scalars(select(Outbox.payload).where(
+            Outbox.kind == "alert", Outbox.chat_id == chat_id).order_by(Outbox.id))).all())
+
+
+async def _miss_three_prompts(sessions: async_sessionmaker[DbSession], program: Program,
+                              clock: ManualClock) -> None:
+    """Five daily ticks nobody answers: the fourth records the third missed prompt."""
+    ticks = scheduler(sessions, program, clock)
+    clock.set(FIRST_PROMPT + timedelta(seconds=30))
+    for _day in range(5):
+        await ticks.tick()
+        clock.advance(timedelta(days=1))
+
+
+async def test_a_german_coach_reads_a_spanish_patients_alerts_and_file_in_german(
+        sessions: async_sessionmaker[DbSession], program: Program, clock: ManualClock) -> None:
+    engine = Engine(sessions, program, clock, admins=frozenset({ADMIN}))
+    coach, code = await coach_named(engine, "coach")
+    await coach.send("/language")
+    await coach.press("Deutsch")
+    ana, bea = (await patient_of(engine, code, "ana"), await patient_of(engine, code, "bea"))
+    for patient in (ana, bea):
+        await patient.send("/language")
+        await patient.press("Español")
+    await _miss_three_prompts(sessions, program, clock)
+    await ana.send("/pain")
+    await ana.press("9")
+    assert "Su programa" in ana.text or "pausado" in ana.text, ana.text  # hers in Spanish
+    texts = [p["text"] for p in await _alerts(sessions, "coach")]
+    assert texts[0] == "Name of ana (console:ana) ist Ihnen mit einem Einladungscode beigetreten."
+    assert ("Name of bea (console:bea) hat 3 Erinnerungen in Folge verpasst (die letzte am "
+            "17.01.2026).") in texts
+    assert texts[-1] == (
+        "Name of ana (console:ana) meldete Schmerz 9/10 (eine /pain-Meldung); das Programm ist "
+        "pausiert, bis Sie es freigeben (/clear console:ana).")
+    _only("de", [re.sub(r"/[a-z]+", "", t) for t in texts])
+    await coach.send("/patient console:ana")
+    assert "meldete Schmerz 9/10 (eine /pain-Meldung)" in coach.text, coach.text
+    await ana.send("/resume")  # the clear request: its latest answers and buttons too
+    request = (await _alerts(sessions, "coach"))[-1]
+    assert request["text"].startswith(
+        "Name of ana (console:ana) bittet um Fortsetzung. Pausiert seit "), request
+    assert "Grund: meldete Schmerz 9/10 (eine /pain-Meldung) (Regel R4). Zuletzt: letzter " \
+           "Schmerz 9/10 (/pain-Meldung, " in request["text"], request
+    assert request["buttons"][0][0]["label"].startswith(
+        "Aufheben, Neustart mit Stufe "), request
+    await coach.send("/clear console:ana")
+    async with sessions() as db:
+        hold = (await db.scalars(select(Hold))).one()
+    # Stored as message ids and values, not in anyone's language: each reader's at read time.
+    with i18n.speaking("es"):
+        assert shown(hold.reason) == "informó de un dolor de 9/10 (un aviso con /pain)"
+        assert shown(hold.lift_reason) == "levantada por su coach"
+    assert shown(hold.reason) == "reported pain 9/10 (a /pain report)"
+
+
+def test_a_reason_stored_before_as_plain_text_is_shown_as_stored() -> None:
+    with i18n.speaking("de"):
+        for stored in ("reported pain 8/10 during the session", "{broken", '{"id": 3}', "",
+                       None, "😀 " * 5000):
+            assert shown(stored) == stored
+        assert shown(wording(N_("at onboarding")).stored()) == "bei der Anmeldung"
+
+
+async def test_alerts_to_a_coach_in_the_pseudo_language_come_from_the_catalog(
+        sessions: async_sessionmaker[DbSession], program: Program, clock: ManualClock) -> None:
+    engine = Engine(sessions, program, clock, admins=frozenset({ADMIN}))
+    _, code = await coach_named(engine, "coachx")
+    async with sessions() as db, db.begin():
+        (await db.scalars(select(User).filter_by(channel_user_id="coachx"))).one().language = (
+            i18n.PSEUDO)
+    pam = await patient_of(engine, code, "pam")
+    await _miss_three_prompts(sessions, program, clock)
+    await pam.send("/pain")
+    await pam.press("9")
+    await pam.send("/resume")
+    alerts = await _alerts(sessions, "coachx")
+    assert len(alerts) == 4, [a["text"] for a in alerts]  # joined, missed, hold, resume
+    texts = [a["text"] for a in alerts] + [b["label"] for a in alerts
+                                           for row in a.get("buttons", []) for b in row]
+    for text in texts:
+        assert _outside(re.sub(r"Name of \w+|console:\w+", "", text)) == [], text
+
+
+async def test_a_patient_with_no_stored_language_is_prompted_in_the_default_one(
+        engine: Engine, sessions: async_sessionmaker[DbSession], program: Program,
+        clock: ManualClock) -> None:
+    """A row from before migration 0013 (language NULL): the tick speaks
+    KNEECOACH_DEFAULT_LANGUAGE, as the engine does."""
+    await enrolled(engine, "old")
+    async with sessions() as db, db.begin():
+        (await db.scalars(select(User).filter_by(channel_user_id="old"))).one().language = None
+    clock.set(FIRST_PROMPT)
+    assert (await scheduler(sessions, program, clock, default_language="de").tick()).prompts == 1
+    async with sessions() as db:
+        prompt = (await db.scalars(select(Outbox.payload).filter_by(kind="prompt"))).one()
+    assert prompt["text"].startswith("Zeit für die heutigen Knieübungen (Stufe "), prompt

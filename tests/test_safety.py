@@ -17,6 +17,7 @@ from conversations.engine import Engine
 from conversations.messages import ButtonToken
 from conversations.program.data import Program
 from conversations.program.screening import KUJALA, RED_FLAGS, WARNING_ANSWERS
+from conversations.said import shown
 from storage.models import Assessment, Hold, Outbox, ProgramState, ProgressionEvent, User
 
 NEGATION = re.compile(r"\bnot\b|n't\b|\bcannot\b|\bunable\b|\bnever\b|\bno\b", re.IGNORECASE)
@@ -316,7 +317,7 @@ async def test_r9_the_coach_clears_with_a_command_and_the_patient_restarts_lower
     program = await _program(sessions, "u1")
     assert program is not None and program.level == 1 and program.next_prompt_at is not None
     [hold] = await _rows(sessions, Hold)
-    assert (hold.lifted_by, hold.lift_reason, hold.restart_level) == (
+    assert (hold.lifted_by, shown(hold.lift_reason), hold.restart_level) == (
         "console:coach", "cleared by their coach", 1)
     assert hold.lifted_at is not None
     [event] = await _rows(sessions, ProgressionEvent, action="restart")
@@ -428,7 +429,7 @@ async def test_r9_without_a_coach_the_confirmation_is_stored_from_the_next_day(
     assert "safety questions again" in patient.text
     [hold] = await _rows(sessions, Hold)
     assert hold.assessed_at == clock.now() and hold.lifted_at == clock.now()
-    assert hold.lifted_by == "console:u1" and "confirmed" in (hold.lift_reason or "")
+    assert hold.lifted_by == "console:u1" and "confirmed" in (shown(hold.lift_reason) or "")
     await patient.answer_all(*CLEAN_SCREEN[1:])
     assert "All set" in patient.text
 
@@ -455,7 +456,7 @@ async def test_r9_a_pain_pause_needs_rest_pain_of_5_or_less(
     assert "restart at level 1, one level lower than before" in patient.text
     assert (await _user(sessions, "u1")).status == "active"
     [hold] = await _rows(sessions, Hold)
-    assert hold.restart_level == 1 and "rest pain 5/10" in (hold.lift_reason or "")
+    assert hold.restart_level == 1 and "rest pain 5/10" in (shown(hold.lift_reason) or "")
 
 
 async def test_r9_the_restart_is_never_below_level_1(

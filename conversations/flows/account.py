@@ -20,6 +20,7 @@ from conversations.localtime import SUMMARY_TIME, SUNDAY, describe_days, short_d
 from conversations.messages import Document
 from conversations.prompts import check_due
 from conversations.questions import Question, choices, pain_scale, yes_no
+from conversations.said import Said, wording
 from storage.models import Hold, PainReport
 
 EXPORT_SCHEMA = "kneecoach-export/1"
@@ -142,7 +143,8 @@ async def answer_assessed(ctx: Ctx, value: str) -> str | None:
     ctx.repo.audit(ctx.user.display_id, "confirm_assessed", ctx.now, hold=hold.id)
     if hold.kind == "pain":
         return "rest_pain"
-    return await _lift(ctx, hold, "the patient confirmed a clinician assessed the knee")
+    return await _lift(ctx, hold, wording(N_("the patient confirmed a clinician assessed the "
+                                          "knee")))
 
 
 def ask_rest_pain(ctx: Ctx) -> Question:
@@ -160,11 +162,11 @@ async def answer_rest_pain(ctx: Ctx, value: str) -> str | None:
                   "physiotherapist or doctor, and send /resume again another day.", pain=pain,
                   limit=holds.REST_PAIN_LIMIT))
         return None
-    return await _lift(ctx, hold, "the patient confirmed a clinician assessed the knee and "
-                                  f"reported rest pain {pain}/10")
+    return await _lift(ctx, hold, wording(N_("the patient confirmed a clinician assessed the "
+                                          "knee and reported rest pain {pain}/10"), pain=pain))
 
 
-async def _lift(ctx: Ctx, hold: Hold, why: str) -> str | None:
+async def _lift(ctx: Ctx, hold: Hold, why: Said) -> str | None:
     said = await holds.lift(ctx, ctx.user, hold, by=ctx.user.display_id, why=why)
     if ctx.user.status == "onboarding":  # referred at the screen: screen again first
         ctx.say(_("Thank you. Let us go through the safety questions again."))

@@ -30,6 +30,7 @@ from conversations.program.screening import (
     warning_answer,
 )
 from conversations.questions import Choice, Question, choices, pain_scale, yes_no
+from conversations.said import Said, wording
 from storage.models import Assessment, PainReport, ProgramState, ProgressionEvent
 
 REFERRAL = N_(
@@ -47,7 +48,7 @@ PAUSED_2B = N_(
 )
 
 
-async def refer(ctx: Ctx, *, rule: str, answered: str, reason: str, record: dict[str, object]
+async def refer(ctx: Ctx, *, rule: str, answered: str, reason: Said, record: dict[str, object]
                 ) -> None:
     """A warning answer (the screen or CLINICAL.md 2b): record the referral with its reason,
     hold the program, tell the patient which answer caused it and alert the coach."""
@@ -62,13 +63,15 @@ async def refer(ctx: Ctx, *, rule: str, answered: str, reason: str, record: dict
 
 async def refer_later_sign(ctx: Ctx, sign: WarningAnswer, kujala: list[int]) -> None:
     """A Kujala answer of CLINICAL.md 2b, at baseline or in the 4-weekly score."""
-    answered = f'"{sign.answer}" to "{sign.question}"'
-    where = "at onboarding" if ctx.flow == "onboarding" else "in the 4-weekly knee score"
+    where = (wording(N_("at onboarding")) if ctx.flow == "onboarding" else
+             wording(N_("in the 4-weekly knee score")))
     told = _('"{answer}" to "{question}" ({why})', answer=_(sign.answer),
              question=_(sign.question), why=_(sign.why))
     # The reason is the coach's record, in the words of the program's rules (CLINICAL.md).
     await refer(ctx, rule="2b", answered=told,
-                reason=f"answered {answered} {where}", record={"kujala": kujala})
+                reason=wording(N_('answered "{answer}" to "{question}" {where}'),
+                            answer=wording(sign.answer), question=wording(sign.question),
+                            where=where), record={"kujala": kujala})
 
 
 def ask_consent(ctx: Ctx) -> Question:
@@ -117,8 +120,9 @@ def _redflag_step(index: int) -> Step:
         ctx.answers["redflags"] = [*ctx.answers["redflags"][:index], value]
         if value == flag.warning:
             await refer(ctx, rule="screen", answered=f'"{_(flag.label(value))}"',
-                        reason=f'answered "{flag.label(value)}" to safety question '
-                               f'{index + 1} at onboarding',
+                        reason=wording(N_('answered "{answer}" to safety question {n} at '
+                                       "onboarding"), answer=wording(flag.label(value)),
+                                    n=index + 1),
                         record={"answers": ctx.answers["redflags"], "flag": index + 1})
             return None
         if index + 1 < len(RED_FLAGS):
@@ -151,7 +155,8 @@ async def answer_worst_pain(ctx: Ctx, value: str) -> str | None:
         await refer(ctx, rule="2b", answered=_(
                         "a worst pain of {pain}/10 last week (8 or more needs a clinician to "
                         "look at the knee first)", pain=pain),
-                    reason=f"gave a worst pain of {pain}/10 for the last week at onboarding",
+                    reason=wording(N_("gave a worst pain of {pain}/10 for the last week at "
+                                   "onboarding"), pain=pain),
                     record={"worst_pain": pain})
         return None
     return "knee"

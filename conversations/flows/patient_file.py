@@ -18,6 +18,7 @@ from conversations.i18n import N_, _
 from conversations.localtime import local_date, short_day, zone
 from conversations.messages import Button, ButtonToken
 from conversations.numbers import whole
+from conversations.said import shown
 from storage import messages, prescriptions
 from storage.models import Hold, Message, PrescriptionChange, ProgressionEvent, Session, User
 
@@ -117,7 +118,7 @@ async def _overview(ctx: Ctx, patient: User, unread: list[Message]) -> list[str]
     lines = [_("Status: {status}", status=status) + (_(
         " since {day} ({kind} hold, rule {rule}): they {reason}. /clear {ident} [level] "
         "lifts it.", day=i18n.short_date(hold.started_on), kind=_kind(hold), rule=hold.rule,
-        reason=hold.reason, ident=patient.display_id) if hold else "")]
+        reason=shown(hold.reason), ident=patient.display_id) if hold else "")]
     lines.append(_("Coach: {coach}", coach=named(coach)) if coach else _("Coach: none"))
     if program is not None:
         lines.append(_("Level {level} of {top}", level=program.level,
@@ -220,11 +221,11 @@ def _event(event: ProgressionEvent) -> str:
 def _hold(hold: Hold, tz: str) -> str:
     line = _("{day}: {kind} hold (rule {rule}), they {reason}",
              day=i18n.short_date(hold.started_on), kind=_kind(hold), rule=hold.rule,
-             reason=hold.reason)
+             reason=shown(hold.reason))
     if hold.lifted_at is None:
         return line + _("; open")
     return (line + _("; lifted {when} by {by}: {reason}", when=_when(hold.lifted_at, tz),
-                     by=hold.lifted_by, reason=hold.lift_reason)
+                     by=hold.lifted_by, reason=shown(hold.lift_reason))
             + (_(", restart at level {level}", level=hold.restart_level)
                if hold.restart_level else ""))
 

@@ -139,14 +139,16 @@ async def finish(ctx: Ctx, value: str) -> str | None:
     if change >= KUJALA_MEANINGFUL:
         ctx.say(_("Your knee score is {score}/100, up {change} points since you started: a "
                   "real, meaningful improvement. Well done.", score=score, change=change))
-        await ctx.alert_coach(f"has a Kujala score up {change} points, to {score}/100.")
+        await ctx.alert_coach(lambda: _("has a Kujala score up {change} points, to "
+                                        "{score}/100.", change=change, score=score))
     elif change <= -KUJALA_MEANINGFUL:
         ctx.say(_("Your knee score is {score}/100, down {change} points since you started. "
                   "That is a meaningful change: please talk to your physiotherapist or doctor.",
                   score=score, change=-change))
-        await ctx.alert_coach(f"has a Kujala score down {-change} points, to {score}/100: a "
-                              "meaningful worsening they were advised to discuss with a "
-                              "clinician.")
+        await ctx.alert_coach(lambda: _("has a Kujala score down {change} points, to "
+                                        "{score}/100: a meaningful worsening they were advised "
+                                        "to discuss with a clinician.", change=-change,
+                                        score=score))
     else:
         ctx.say(_("Your knee score is {score}/100 ({change} since you started). Thank you.",
                   score=score, change=f"{change:+d}"))

@@ -24,6 +24,7 @@ from conversations.program.rules import (
 from conversations.program.screening import KUJALA, WarningAnswer, warning_answer
 from conversations.prompts import check_due, check_question, instruction_line
 from conversations.questions import Question, choices, pain_scale, yes_no
+from conversations.said import wording
 from storage import prescriptions
 from storage.models import PainReport, ProgressionEvent, Session
 
@@ -217,9 +218,9 @@ async def review_if_due(ctx: Ctx) -> None:
                                   from_level=program.level, to_level=program.level,
                                   action="review", rule="R8", message=message))
     ctx.say(message)
-    await ctx.alert_coach("has kept up the exercises for six weeks without a meaningful "
-                          "improvement; they were advised to book a clinician review (rule "
-                          "R8). The program continues.")
+    await ctx.alert_coach(lambda: _("has kept up the exercises for six weeks without a "
+                                    "meaningful improvement; they were advised to book a "
+                                    "clinician review (rule R8). The program continues."))
 
 
 def ask_pain_now(ctx: Ctx) -> Question:
@@ -266,8 +267,9 @@ async def refer_if_warning(ctx: Ctx, pain: int) -> bool:
                 answered=_('pain {pain}/10, with "{answer}" to "{question}" in your knee score '
                            "({why})", pain=pain, answer=_(sign.answer),
                            question=_(sign.question), why=_(sign.why)),
-                reason=f'reported pain {pain}/10 with "{sign.answer}" to "{sign.question}" in '
-                       "their knee score", record={"pain": pain})
+                reason=wording(N_('reported pain {pain}/10 with "{answer}" to "{question}" in '
+                               "their knee score"), pain=pain, answer=wording(sign.answer),
+                            question=wording(sign.question)), record={"pain": pain})
     return True
 
 

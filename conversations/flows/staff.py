@@ -17,6 +17,7 @@ from conversations.flows import holds
 from conversations.i18n import N_, _, ngettext
 from conversations.messages import CHANNEL_NAME, Button, ButtonToken, Outbound
 from conversations.numbers import whole
+from conversations.said import wording
 from storage.models import Hold, Invite, User
 from storage.repository import Repository
 
@@ -101,7 +102,7 @@ async def attach(ctx: Ctx, code: str) -> bool:
     ctx.say(_("You are now connected with {name}, who will see your progress and may send "
               "you messages.", name=name))
     if ctx.user.consent_at is not None:
-        await ctx.alert_coach("joined you with an invite code.")
+        await ctx.alert_coach(lambda: _("joined you with an invite code."))
     return True
 
 
@@ -252,8 +253,9 @@ async def _clear(ctx: Ctx, patient: User, hold: Hold, level: int | None) -> None
     chosen = level if level is not None and level != holds.restart_at(hold) else None
     with i18n.speaking(patient.language):  # what the patient is told, in their language
         said = await holds.lift(ctx, patient, hold, by=ctx.user.display_id,
-                                why="cleared by " + ("their coach" if patient.coach_id ==
-                                                     ctx.user.id else "an admin"), level=chosen)
+                                why=wording(N_("cleared by their coach") if patient.coach_id ==
+                                         ctx.user.id else N_("cleared by an admin")),
+                                level=chosen)
         after = (_("/today shows today's session.") if patient.status == "active" else
                  _("Send /start to answer the safety questions again."))
     await tell(ctx.repo, patient, f"{said} {after}", ctx.now)

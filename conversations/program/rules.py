@@ -14,7 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from conversations.i18n import _
+from conversations.i18n import N_, _
+from conversations.said import Said, wording
 
 Status = Literal["prompted", "done", "partial", "skipped", "missed"]
 Stage = Literal["during", "morning"]
@@ -55,7 +56,8 @@ class Decision(_Frozen):
     urgent: bool = False
     # A referral holds the program for a clinician; a pain pause also needs the pain to settle.
     hold: Literal["referral", "pain"] = "pain"
-    for_coach: str = ""  # what happened, for the coach, read after the patient's name
+    # What happened, for the coach, read after the patient's name; worded when read.
+    for_coach: Said = Said(id="")
 
 
 NONE_MESSAGE = ""
@@ -88,20 +90,21 @@ def r4_stop(level: int, today: date, latest: SessionFact, changes: Sequence[Leve
     """R4: pain >= 8, a new red-flag symptom, or a second regression at level 1 in 14 days."""
     reason: str | None = None
     hold: Literal["referral", "pain"] = "pain"
-    coach = ""
+    coach = Said(id="")
     if stage == "during" and latest.pain_during is not None and latest.pain_during >= 8:
         reason = _("Pain of {pain}/10 is more than exercise should cause.",
                    pain=latest.pain_during)
-        coach = f"reported pain {latest.pain_during}/10 during the session"
+        coach = wording(N_("reported pain {pain}/10 during the session"), pain=latest.pain_during)
     elif stage == "morning" and latest.morning_symptom:
         reason = _("New swelling, locking or giving way needs a clinician to look at the knee.")
-        coach = "reported new swelling, locking or giving way at the next-morning check"
+        coach = wording(N_("reported new swelling, locking or giving way at the next-morning "
+                        "check"))
         hold = "referral"
     elif would_regress and level == 1 and any(
             c.action == "regress" and c.from_level == 1 and today - c.day <= timedelta(days=14)
             for c in changes):
         reason = _("The knee has flared twice in two weeks even at the easiest level.")
-        coach = "flared twice within two weeks at level 1"
+        coach = wording(N_("flared twice within two weeks at level 1"))
     if reason is None:
         return None
     return Decision(action="stop", rule="R4", level=level, refer=True, urgent=True,
@@ -125,8 +128,8 @@ def r7_flare(level: int, sessions: Sequence[SessionFact], changes: Sequence[Leve
     return Decision(action="stop", rule="R7", level=level, refer=True,
                     message=_("Your knee has stayed worse than usual for three mornings even "
                               "on the lighter dose, so I have paused your program."),
-                    for_coach="had next-morning pain above usual three days running on the "
-                              "lowered dose")
+                    for_coach=wording(N_("had next-morning pain above usual three days running "
+                                      "on the lowered dose")))
 
 
 def _week_means(sessions: Sequence[SessionFact], today: date) -> tuple[float, float] | None:
@@ -234,7 +237,8 @@ def pain_report_decision(pain: int, level: int) -> Decision:
         return Decision(action="stop", rule="R4", level=level, refer=True, urgent=True,
                         message=_("Pain of {pain}/10 needs a clinician to look at your knee.",
                                   pain=pain),
-                        for_coach=f"reported pain {pain}/10 (a /pain report)")
+                        for_coach=wording(N_("reported pain {pain}/10 (a /pain report)"),
+                                       pain=pain))
     return _none(level)
 
 
