@@ -14,7 +14,6 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyArrow, Polygon, Rectangle
 from PIL import Image
 
-from conversations import i18n
 from conversations.demo.figure import (
     ARM_R,
     BACKGROUND,
@@ -28,6 +27,7 @@ from conversations.demo.figure import (
     Frame,
     place,
 )
+from conversations.i18n import _
 from conversations.program.data import Dose, Exercise
 
 WIDTH_PX = 480
@@ -44,7 +44,8 @@ class Canvas:
     Laid out in pixels: the caption on top, the small second view (if any) at the top right,
     the figure below or beside it at one fixed scale for every frame, the phase underneath."""
 
-    def __init__(self, exercise: Exercise, dose: Dose | None, loop: list[Frame]) -> None:
+    def __init__(self, exercise: Exercise, dose: Dose | None, loop: list[Frame],
+                 notes: dict[str, dict[str, str]] | None = None) -> None:
         demo = self.demo = exercise.demo
         placed = [place(demo, f.pose) for f in loop]
         xs = [p[0] for b, props in placed for p in (*b.points.values(), *props.values())]
@@ -58,10 +59,10 @@ class Canvas:
         bottom = -0.02 if demo.view != "above" else min(ys) - 0.2
         top = max(ys) + pad
         scale = min(WIDTH_PX / (right - left), FIGURE_MAX_PX / (top - bottom))
-        self.title = textwrap.wrap(exercise.name, 36)
-        # A drawing is kept once for everyone (its key has no language): its words in English.
-        with i18n.speaking(i18n.SOURCE):
-            self.dose_lines = textwrap.wrap(dose.describe(), 44) if dose is not None else []
+        # In the current language, as the session's text names the exercise and its dose.
+        self.title = textwrap.wrap(exercise.words.name, 36)
+        self.dose_lines = textwrap.wrap(dose.describe(notes), 44) if dose is not None else []
+        self.labels: list[str] = []  # every other word drawn, for tests
         caption_px = 14 + 24 * len(self.title) + 21 * len(self.dose_lines) + 6
         figure_w, figure_h = (right - left) * scale, (top - bottom) * scale
         inset = DETAIL_PX if demo.details else 0
@@ -115,8 +116,9 @@ class Canvas:
             fig.text(0.5, 1 - y / h, line, ha="center", va="top", fontsize=13, weight="bold",
                      color=COLOURS["dose"])
             y += 21
-        view = {"side": "side view", "front": "seen from the front",
-                "above": "seen from above"}[demo.view]
+        view = {"side": _("side view"), "front": _("seen from the front"),
+                "above": _("seen from above")}[demo.view]
+        self.labels.append(view)
         fig.text(0.012, 0.008, view, fontsize=9, color="#666666")
         if "floor" in demo.props:
             if demo.view == "above":  # an exercise mat under the figure
@@ -225,15 +227,18 @@ class Canvas:
             spine.set_color("#999999")
         if kinds & {"knees_over_toes", "ball_squeeze"}:
             self.detail_kind = "front"
-            title = "from the front"
+            title = _("from the front")
         elif "knee_opens" in kinds:
             self.detail_kind = "clam"
-            title = "from the feet"
+            title = _("from the feet")
             ax.plot([-0.9, 0.9], [-0.6, -0.6], color=COLOURS["floor"], lw=3)
-            ax.text(0.55, -0.85, "feet together", ha="center", fontsize=9, color="#444444")
+            together = _("feet together")
+            self.labels.append(together)
+            ax.text(0.55, -0.85, together, ha="center", fontsize=9, color="#444444")
         else:
             self.detail_kind = "foot"
-            title = "foot from above"
+            title = _("foot from above")
+        self.labels.append(title)
         ax.set_title(title, fontsize=10, color="#444444", pad=3)
         self.detail_artists: list = []
         return ax
@@ -317,8 +322,12 @@ class Canvas:
                              color=COLOURS["guide"], lw=3, zorder=4)
                 ax.add_line(arc)
                 add(arc)
-            note = ax.text(0, -0.93, f"toes out {round(turn)}°" if turn >= 1 else "straight",
-                           ha="center", fontsize=11, color=COLOURS["text"], weight="bold")
+            words = (_("toes out {degrees}°", degrees=round(turn)) if turn >= 1
+                     else _("straight"))
+            if words not in self.labels:
+                self.labels.append(words)
+            note = ax.text(0, -0.93, words, ha="center", fontsize=11, color=COLOURS["text"],
+                           weight="bold")
             add(note)
         for artist in sorted(self.detail_artists, key=lambda a: a.get_zorder()):
             artist.set_animated(True)  # not part of the saved background

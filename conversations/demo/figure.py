@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from conversations.i18n import N_, _
 from conversations.program.data import Demo, Dose, Leg, Pose
 
 FPS = 12
@@ -166,6 +167,16 @@ def hold_seconds(pose: Pose, dose: Dose | None) -> float:
     return 1.0
 
 
+# The shipped program's phase names, so the catalog carries them; a clinic's own pose names
+# are drawn as its program file writes them.
+PHASES = (N_("slowly back to the hip"), N_("roll towards the knee"), N_("let go slowly"),
+          N_("bend the knee"), N_("heel to buttock"), N_("slide up"),
+          N_("slide down, squeeze"), N_("lower slowly"), N_("lift, leg straight"),
+          N_("lower with control"), N_("straighten"), N_("stand up"), N_("sit back and down"),
+          N_("lift, heel leading"), N_("close slowly"), N_("open the knee"),
+          N_("lift the hips"))
+
+
 @dataclass(frozen=True)
 class Frame:
     pose: Pose
@@ -192,16 +203,17 @@ def frames(demo: Demo, dose: Dose | None) -> list[Frame]:
         steps = round(pose.move * FPS)
         for i in range(1, steps + 1):
             p = _blend(previous, pose, _ease(i / steps))
-            out.append(Frame(p, round(1000 / FPS), pose.name, _distance(poses[0], p) / far))
+            out.append(Frame(p, round(1000 / FPS), _(pose.name), _distance(poses[0], p) / far))
         hold = hold_seconds(pose, dose)
         whole = int(hold)
         effort = _distance(poses[0], pose) / far
         if hold >= 2 and whole == hold:  # a countdown, one frame a second
-            out.extend(Frame(pose, 1000, f"hold {whole - i} s", effort) for i in range(whole))
+            out.extend(Frame(pose, 1000, _("hold {seconds} s", seconds=whole - i), effort)
+                       for i in range(whole))
         elif hold > 0 and out and steps:  # the pose's last frame, shown longer
             out[-1] = replace(out[-1], ms=out[-1].ms + round(hold * 1000))
         elif hold > 0:
-            out.append(Frame(pose, round(hold * 1000), pose.name, effort))
+            out.append(Frame(pose, round(hold * 1000), _(pose.name), effort))
     return out
 
 

@@ -47,21 +47,24 @@ def _dose(program: Program, exercise: Exercise, level: int | None) -> Dose | Non
     return program.levels[level - 1].doses.get(exercise.id)
 
 
-def media_for(exercise: Exercise, dose: Dose | None, cache: DemoCache) -> Media:
-    """The clinic's own file when it gave one, else the drawing (drawn now if not on disk)."""
+def media_for(exercise: Exercise, dose: Dose | None, cache: DemoCache,
+              notes: dict[str, dict[str, str]] | None = None) -> Media:
+    """The clinic's own file when it gave one, else the drawing in the current language (drawn
+    now if not on disk)."""
     if exercise.media is not None and exercise.media_kind is not None:
         stat = exercise.media.stat()
         key = hashlib.sha256(f"{exercise.media}:{stat.st_size}:{stat.st_mtime_ns}".encode())
         return Media(kind=exercise.media_kind, path=str(exercise.media),
                      key=key.hexdigest()[:32])
-    return Media(kind="animation", path=str(cache.path(exercise, dose)),
-                 key=cache_key(exercise, dose))
+    return Media(kind="animation", path=str(cache.path(exercise, dose, notes)),
+                 key=cache_key(exercise, dose, notes))
 
 
 async def send(ctx: Ctx, exercise: Exercise, level: int | None) -> None:
     dose = _dose(ctx.program, exercise, level)
-    # Drawing takes a fraction of a second the first time: off the event loop.
-    media = await asyncio.to_thread(media_for, exercise, dose, ctx.demos)
+    # Drawing takes a fraction of a second the first time: off the event loop (the thread
+    # runs in a copy of this context, so in the reader's language).
+    media = await asyncio.to_thread(media_for, exercise, dose, ctx.demos, ctx.program.notes)
     words = exercise.words
     lines = [words.name + (f": {dose.describe(ctx.program.notes)}" if dose else ""), words.how]
     if exercise.optional:
