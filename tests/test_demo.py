@@ -22,9 +22,10 @@ from bot.channels.console import ConsoleChannel
 from bot.channels.telegram import TelegramChannel
 from bot.sender import OutboxSender
 from conftest import CLEAN_SCREEN, Patient, enrolled, telegram_settings
-from conversations import demo
+from conversations import demo, i18n
 from conversations.clock import ManualClock
-from conversations.demo import RGB, DemoCache, render
+from conversations.demo import RGB, DemoCache, cache_key, render
+from conversations.demo.canvas import Canvas
 from conversations.engine import Engine
 from conversations.messages import Media, Outbound
 from conversations.program.data import Program, ProgramError, default_program_path, load_program
@@ -349,8 +350,12 @@ def test_warming_draws_what_is_missing_once_and_stops_when_told(
     stop = threading.Event()
     stop.set()
     assert cache.warm(small, stop) == 0
-    # Level 1 has no bridge (drawn without a dose); levels 2-5 have four different doses.
-    assert cache.warm(small) == 5 and len(list(tmp_path.glob("bridge-*.gif"))) == 5
+    # Level 1 has no bridge (drawn without a dose); levels 2-5 have four different doses: five
+    # drawings in each language we speak.
+    assert cache.warm(small) == 5 * len(i18n.LANGUAGES)
+    for lang in ("es", "de"):
+        assert len(list(tmp_path.glob(f"bridge-{lang}-*.gif"))) == 5
+    assert len(list(tmp_path.glob("bridge-*.gif"))) == 5 * len(i18n.LANGUAGES)
     assert cache.warm(small) == 0
 
 
@@ -395,3 +400,83 @@ async def test_telegram_sends_a_clinic_clip_as_a_video_then_by_its_file_id(
     (again,) = [m for m in await dee.say("/how 9") if m.kind != "text"]
     assert again.file_id == shown.file_id and again.content == b""
     assert [bool(c.files) for c in telegram_api.called("sendVideo")] == [True, False]
+
+
+# --- in the reader's language ------------------------------------------------------------------
+def _canvas(program: Program, exercise_id: str, level: int, lang: str) -> Canvas:
+    exercise = program.exercise(exercise_id)
+    assert exercise is not None
+    dose = program.levels[level - 1].doses.get(exercise_id)
+    with i18n.speaking(lang):
+        return Canvas(exercise, dose, demo.frames(exercise.demo, dose), program.notes)
+
+
+@pytest.mark.parametrize(("lang", "title", "dose", "view", "detail", "phases"), [
+    ("es", "Sentadilla en la pared apretando una", "2 x 8, 3 s de mantenimiento, hasta 30°",
+     "vista lateral", "de frente", {"deslice abajo, apriete", "mantenga 3 s"}),
+    ("de", "Wandkniebeuge mit einem Ball", "2 x 8, 3 s halten, bis 30°",
+     "Seitenansicht", "von vorn", {"abgleiten, drücken", "halten 3 s"}),
+])
+def test_the_words_drawn_come_from_the_catalog(
+        program: Program, lang: str, title: str, dose: str, view: str, detail: str,
+        phases: set[str]) -> None:
+    canvas = _canvas(program, "ball_squat", 1, lang)
+    assert canvas.title[0] == title and " ".join(canvas.dose_lines) == dose
+    assert canvas.labels == [view, detail]
+    with i18n.speaking(lang):
+        labels = {f.label for f in demo.frames(canvas.demo,
+                                               program.levels[0].doses["ball_squat"])}
+        assert phases <= labels and labels <= {i18n.gettext(p) for p in demo.figure.PHASES} | {
+            i18n.gettext("hold {seconds} s", seconds=n) for n in range(1, 61)}
+
+
+def test_the_clam_and_foot_views_are_translated_too(program: Program) -> None:
+    clam = _canvas(program, "clamshell", 2, "de")
+    assert clam.labels == ["von oben gesehen", "Füße zusammen", "von den Füßen aus"]
+    slr = _canvas(program, "slr", 1, "es")
+    assert "el pie desde arriba" in slr.labels
+    exercise = program.exercise("slr")
+    assert exercise is not None
+    with i18n.speaking("es"):  # the foot's note is written as the frames are drawn
+        for frame in demo.frames(exercise.demo, program.levels[0].doses["slr"]):
+            slr.draw(frame)
+    assert slr.labels[:2] == ["vista lateral", "el pie desde arriba"]
+    notes = slr.labels[2:]
+    assert notes and all(n == "recto" or n.startswith("puntas fuera ") for n in notes), notes
+
+
+def test_the_pseudo_language_caption_is_bracketed(program: Program) -> None:
+    canvas = _canvas(program, "ball_squat", 1, i18n.PSEUDO)
+    exercise = program.exercise("ball_squat")
+    assert exercise is not None
+    with i18n.speaking(i18n.PSEUDO):
+        loop = demo.frames(exercise.demo, program.levels[0].doses["ball_squat"])
+    words = [*canvas.title, *canvas.labels, *(f.label for f in loop)]
+    assert canvas.title[0].startswith("[") and canvas.title[-1].endswith("]")
+    assert all(w.startswith("[") and w.endswith("]") for w in words[len(canvas.title):]), words
+    assert "".join(canvas.dose_lines).count("[") >= 1
+
+
+def test_english_keeps_its_key_and_words(program: Program) -> None:
+    roll = program.exercise("roll")
+    assert roll is not None
+    # The key an English drawing had before the languages: files on disk stay valid.
+    assert cache_key(roll, program.levels[0].doses["roll"]) == "a051202f1c58594d4a7b7878c7248fae"
+    canvas = _canvas(program, "ball_squat", 1, i18n.SOURCE)
+    assert canvas.title == ["Wall squat squeezing a ball between", "the knees"]
+    assert canvas.dose_lines == ["2 x 8, 3 s hold, to 30 deg"]
+    assert canvas.labels == ["side view", "from the front"]
+
+
+async def test_a_spanish_patient_is_shown_a_spanish_drawing(engine: Engine) -> None:
+    english, spanish = Patient(engine, "how-en"), Patient(engine, "how-es")
+    await english.send("/start")
+    await spanish.send("/start", language="es")
+    for patient in (english, spanish):
+        await patient.send("/how 9")
+    (shown_en,) = [r.media for r in english.replies if r.media is not None]
+    (shown_es,) = [r.media for r in spanish.replies if r.media is not None]
+    assert shown_en is not None and shown_es is not None
+    assert shown_es.key.startswith("es-") and not shown_en.key.startswith(("es-", "de-"))
+    assert Path(shown_es.path).name.startswith("bridge-es-") and shown_es.path != shown_en.path
+    assert shown_es.key != shown_en.key
