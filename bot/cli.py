@@ -7,6 +7,7 @@ import asyncio
 import gc
 import getpass
 import logging
+import os
 import signal
 import sys
 import threading
@@ -24,11 +25,13 @@ from bot.channels import Channel, StartupError
 from bot.channels.console import FILES_DIR, TERMINAL, ConsoleChannel, remove_files
 from bot.delivery import Deliverer, close_all
 from bot.settings import Settings, SettingsError, load_settings
+from conversations import i18n
 from conversations.clock import Clock, SystemClock
 from conversations.demo import DemoCache
 from conversations.engine import Engine
 from conversations.flows.staff import set_coach, user_ref
 from conversations.flows.statistics import MAX_PERIOD_DAYS, period_of, render
+from conversations.i18n import N_, _, ngettext
 from conversations.messages import storable
 from conversations.program.data import Program, ProgramError, load_program
 from storage import crypto
@@ -48,55 +51,60 @@ from storage.repository import Repository
 from storage.stats import compute
 
 log = logging.getLogger("kneecoach")
+# Logs are for operators and stay in English; the command's own words are in the
+# KNEECOACH_DEFAULT_LANGUAGE of the one who runs it.
+PLAIN = N_("KNEECOACH_ENCRYPTION_KEYS is not set: health data is stored in plain text")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kneecoach",
-        description="A coaching chatbot for knee-cap (patellofemoral) pain. Not a diagnosis "
-                    "and not a replacement for a clinician.")
+        description=_("A coaching chatbot for knee-cap (patellofemoral) pain. Not a diagnosis "
+                      "and not a replacement for a clinician."))
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="start the bot (the terminal chat when no token is set)")
+    run = commands.add_parser("run", help=_("start the bot (the terminal chat when no token is "
+                                            "set)"))
     run.add_argument("--channel", choices=registry.names(),
-                     help="which channel to run; default: every one whose token is set, else "
-                          "the terminal")
+                     help=_("which channel to run; default: every one whose token is set, "
+                            "else the terminal"))
     run.add_argument("--worker", action="store_true",
-                     help="run only the scheduler tick and the sender, no chat")
+                     help=_("run only the scheduler tick and the sender, no chat"))
     run.add_argument("--user", default=None, type=_user_name,
-                     help="terminal channel: who you are (default: your login name)")
+                     help=_("terminal channel: who you are (default: your login name)"))
     run.add_argument("--log-file", type=Path, default=None,
-                     help="terminal channel: where logs go (default: kneecoach.log beside the "
-                          "database), never onto the chat's screen")
-    commands.add_parser("migrate", help="bring the database schema up to date")
-    for verb in ("grant", "revoke"):
-        role = commands.add_parser(verb, help=f"{verb} the coach role (admins' command line)")
+                     help=_("terminal channel: where logs go (default: kneecoach.log beside "
+                            "the database), never onto the chat's screen"))
+    commands.add_parser("migrate", help=_("bring the database schema up to date"))
+    for verb, said in (("grant", _("grant the coach role (admins' command line)")),
+                       ("revoke", _("revoke the coach role (admins' command line)"))):
+        role = commands.add_parser(verb, help=said)
         role.add_argument("role", choices=("coach",))
-        role.add_argument("user", help=USER_HELP)
+        role.add_argument("user", help=_(USER_HELP))
     stats = commands.add_parser(
-        "stats", help="adherence and outcome statistics",
-        description="Adherence and outcome statistics, for everyone and per coach.")
+        "stats", help=_("adherence and outcome statistics"),
+        description=_("Adherence and outcome statistics, for everyone and per coach."))
     stats.add_argument("--since", type=_since, default="30d", metavar="PERIOD",
-                       help="how far back to count: a number of days or weeks (7d, 30d, 12w) "
-                            "or 'all'; default: 30d")
+                       help=_("how far back to count: a number of days or weeks (7d, 30d, "
+                              "12w) or 'all'; default: 30d"))
     stats.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                       help="table (for reading, the default), csv (for a spreadsheet) or "
-                            "json (for a program)")
+                       help=_("table (for reading, the default), csv (for a spreadsheet) or "
+                              "json (for a program)"))
     erase = commands.add_parser(
-        "erase", help="erase everything held about a patient (a written erasure request)",
-        description="Erase everything held about a patient, and their terminal files. Asks "
-                    "for confirmation unless --yes is given.")
-    erase.add_argument("user", help=USER_HELP)
+        "erase", help=_("erase everything held about a patient (a written erasure request)"),
+        description=_("Erase everything held about a patient, and their terminal files. Asks "
+                      "for confirmation unless --yes is given."))
+    erase.add_argument("user", help=_(USER_HELP))
     erase.add_argument("--yes", action="store_true",
-                       help="erase without asking for confirmation")
-    commands.add_parser("rotate-key", help="re-encrypt all health data with the first key of "
-                                           "KNEECOACH_ENCRYPTION_KEYS")
+                       help=_("erase without asking for confirmation"))
+    commands.add_parser("rotate-key", help=_("re-encrypt all health data with the first key of "
+                                             "KNEECOACH_ENCRYPTION_KEYS"))
     return parser
 
 
 def _user_name(value: str) -> str:
     """A terminal user is an id like any channel's: 1 to 64 characters."""
     if not 0 < len(value) <= 64 or storable(value) != value:
-        raise argparse.ArgumentTypeError("a name of 1 to 64 characters")
+        raise argparse.ArgumentTypeError(_("a name of 1 to 64 characters"))
     return value
 
 
@@ -106,23 +114,23 @@ def _beside_database(url: str) -> Path:
     return (Path(path).parent if path and path != ":memory:" else Path()) / "kneecoach.log"
 
 
-USER_HELP = ("channel:user id, e.g. telegram:123456 or slack:U0ABC; a bare name is a terminal "
-             "user (bob means console:bob)")
+USER_HELP = N_("channel:user id, e.g. telegram:123456 or slack:U0ABC; a bare name is a "
+               "terminal user (bob means console:bob)")
 
 
 def _since(text: str) -> tuple[str, int | None]:
     period = period_of(text)
     if period is None:
-        raise argparse.ArgumentTypeError(
-            f"{text[:20]!r} is not a period: use a number of days or weeks (7d, 30d, 12w, up "
-            f"to {MAX_PERIOD_DAYS} days) or 'all'")
+        raise argparse.ArgumentTypeError(_(
+            "{text} is not a period: use a number of days or weeks (7d, 30d, 12w, up to {most} "
+            "days) or 'all'", text=repr(text[:20]), most=MAX_PERIOD_DAYS))
     return period
 
 
 def _confirm(user: str) -> bool:
     """Ask on the terminal (or read one line from a script) before erasing."""
-    print(f"Erase everything held about {user}? This cannot be undone. Type 'yes' to confirm: ",
-          end="", flush=True)
+    print(_("Erase everything held about {user}? This cannot be undone. Type 'yes' to "
+            "confirm: ", user=user), end="", flush=True)
     return sys.stdin.readline().strip().lower() == "yes"
 
 
@@ -138,13 +146,12 @@ async def _run(settings: Settings, program: Program, args: argparse.Namespace) -
     channels = _channels(settings, args.channel)
     missing = [variable for variable in map(settings.missing, channels) if variable]
     if missing:
-        print(f"kneecoach: {missing[0]} is not set", file=sys.stderr)
+        print("kneecoach: " + _("{name} is not set", name=missing[0]), file=sys.stderr)
         return 2
     if not settings.keys:
-        plain = "KNEECOACH_ENCRYPTION_KEYS is not set: health data is stored in plain text"
-        log.warning(plain)
+        log.warning(PLAIN)
         if channels == [TERMINAL] and not args.worker:  # its log is a file: say it once here
-            print(f"kneecoach: WARNING: {plain}", file=sys.stderr)
+            print("kneecoach: " + _("WARNING: {warning}", warning=_(PLAIN)), file=sys.stderr)
     database = await _database(settings)
     sessions = sessionmaker(database)
     clock = SystemClock()
@@ -201,8 +208,8 @@ async def serve(settings: Settings, sessions: async_sessionmaker[DbSession], pro
     try:  # routes are all added: the router is frozen from here
         await server.start()
     except OSError as exc:
-        raise StartupError(f"cannot listen on {settings.listen} (KNEECOACH_LISTEN): "
-                           f"{exc.strerror}", 1) from None
+        raise StartupError(_("cannot listen on {listen} (KNEECOACH_LISTEN): {reason}",
+                             listen=settings.listen, reason=exc.strerror), 1) from None
     try:
         started: list[Channel] = []
         try:  # every channel is up (or start-up fails) before any work begins
@@ -246,8 +253,9 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> int:
                 return 0
             ref = user_ref(args.user, TERMINAL)  # the command line is a terminal
             if ref is None or ref[0] not in registry.names():
-                print(f"kneecoach: {args.user[:80]!r} is not a user: give channel:id, e.g. "
-                      "telegram:123456, or a terminal name (bob means console:bob)",
+                print("kneecoach: " + _("{user} is not a user: give channel:id, e.g. "
+                                        "telegram:123456, or a terminal name (bob means "
+                                        "console:bob)", user=repr(args.user[:80])),
                       file=sys.stderr)
                 return 2
             channel, user_id = ref
@@ -255,20 +263,22 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> int:
             user = await repo.user(channel, user_id)
             if user is None:
                 bare = ":" not in args.user
-                print(f"kneecoach: nobody with the id {name} has started the bot" +
-                      (f" ({args.user} without a channel means the terminal user {name}; for "
-                       "another channel give e.g. telegram:123456)" if bare else ""),
+                print("kneecoach: " + _("nobody with the id {name} has started the bot",
+                                        name=name) +
+                      (" " + _("({user} without a channel means the terminal user {name}; "
+                               "for another channel give e.g. telegram:123456)",
+                               user=args.user, name=name) if bare else ""),
                       file=sys.stderr)
                 return 1
             if args.command == "erase":
                 if not args.yes and not _confirm(name):
-                    print("kneecoach: nothing erased", file=sys.stderr)
+                    print("kneecoach: " + _("nothing erased"), file=sys.stderr)
                     return 1
                 await repo.erase_user(user.id)
                 repo.audit("command line", "erasure", now, channel=channel)
                 if channel == TERMINAL:
                     remove_files(Path.cwd() / FILES_DIR, user_id)
-                print(f"kneecoach: erased everything held about {name}")
+                print("kneecoach: " + _("erased everything held about {name}", name=name))
                 return 0
             said = await set_coach(repo, user, args.command == "grant", "command line", now)
             print(f"kneecoach: {said}")
@@ -296,7 +306,8 @@ async def _database(settings: Settings) -> AsyncEngine:
 
 async def _rotate_key(settings: Settings) -> int:
     if not settings.keys:
-        print("kneecoach: KNEECOACH_ENCRYPTION_KEYS is not set", file=sys.stderr)
+        print("kneecoach: " + _("{name} is not set", name="KNEECOACH_ENCRYPTION_KEYS"),
+              file=sys.stderr)
         return 2
     database = await _database(settings)
     try:
@@ -304,8 +315,11 @@ async def _rotate_key(settings: Settings) -> int:
             written = await crypto.rotate(db, Base.metadata.sorted_tables)
     finally:
         await database.dispose()
-    print(f"kneecoach: {written} stored values are encrypted with the first key; "
-          "the others can be removed from KNEECOACH_ENCRYPTION_KEYS")
+    print("kneecoach: " + ngettext(
+        "{n} stored value is encrypted with the first key; the others can be removed from "
+        "KNEECOACH_ENCRYPTION_KEYS",
+        "{n} stored values are encrypted with the first key; the others can be removed from "
+        "KNEECOACH_ENCRYPTION_KEYS", written))
     return 0
 
 
@@ -315,11 +329,17 @@ async def _migrate(settings: Settings) -> int:
         await migrate(database)
     finally:
         await database.dispose()
-    print("kneecoach: database schema is up to date")
+    print("kneecoach: " + _("database schema is up to date"))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Read before the settings are: the help and the usage errors come first.
+    with i18n.speaking(i18n.pick(os.environ.get("KNEECOACH_DEFAULT_LANGUAGE"))):
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
@@ -329,8 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     folder = missing_directory(settings.database_url)
     if folder is not None:
-        print(f"kneecoach: cannot reach the database {settings.database_url}: there is no "
-              f"directory {folder}", file=sys.stderr)
+        print("kneecoach: " + _("cannot reach the database {url}: there is no directory "
+                                "{folder}", url=settings.database_url, folder=folder),
+              file=sys.stderr)
         return 1
     console = args.command == "run" and not args.worker and _channels(
         settings, args.channel) == [TERMINAL]
@@ -360,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not database_lost(exc):
             raise
         url = make_url(settings.database_url).render_as_string(hide_password=True)
-        print(f"kneecoach: cannot reach the database {url}: {reason(exc)}", file=sys.stderr)
+        print("kneecoach: " + _("cannot reach the database {url}: {reason}", url=url,
+                                reason=reason(exc)), file=sys.stderr)
         return 1
 
 

@@ -195,3 +195,25 @@ def test_a_bad_terminal_user_name_is_one_clear_error(tmp_path: Path, name: str) 
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "1 to 64 characters" in result.stderr
     assert kneecoach("run", "--user", "x" * 64, stdin="/start\n", cwd=tmp_path).returncode == 0
+
+
+def test_the_command_line_speaks_the_default_language(tmp_path: Path) -> None:
+    """The operator's own words follow KNEECOACH_DEFAULT_LANGUAGE: help, usage errors,
+    results and refusals (logs stay English, for operators)."""
+    def words(text: str) -> str:
+        return " ".join(text.split())  # argparse wraps help at the terminal's width
+
+    helped = kneecoach("stats", "--help", env={"KNEECOACH_DEFAULT_LANGUAGE": "es"}, cwd=tmp_path)
+    assert helped.returncode == 0
+    assert "cuánto tiempo atrás contar: un número de días o semanas" in words(helped.stdout)
+    bad = kneecoach("stats", "--since=7x", env={"KNEECOACH_DEFAULT_LANGUAGE": "de"},
+                    cwd=tmp_path)
+    assert bad.returncode == 2 and "ist kein Zeitraum" in words(bad.stderr)
+    done = kneecoach("migrate", env={"KNEECOACH_DEFAULT_LANGUAGE": "de"}, cwd=tmp_path)
+    assert done.returncode == 0 and "das Datenbankschema ist aktuell" in done.stdout
+    nobody = kneecoach("erase", "alice", "--yes", env={"KNEECOACH_DEFAULT_LANGUAGE": "es"},
+                       cwd=tmp_path)
+    assert nobody.returncode == 1
+    assert "nadie con el id console:alice ha iniciado el bot" in words(nobody.stderr)
+    english = kneecoach("migrate", cwd=tmp_path)
+    assert "database schema is up to date" in english.stdout
