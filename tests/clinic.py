@@ -1,20 +1,41 @@
-"""A clinic for the message and admin tests: an admin, coaches with invite codes, their
-patients, and what was queued, stored and audited."""
+"""A clinic for the staff tests (a pytest plugin of conftest.py, so its fixtures are everyone's):
+an admin, coaches with invite codes, their patients, and what was queued, stored and
+audited."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conftest import Patient, enrolled
+from conversations.clock import ManualClock
 from conversations.engine import Engine
 from conversations.flows import messages as flow
+from conversations.program.data import Program
 from storage.models import AuditLog, Message, Outbox
 
 ADMIN = ("console", "root")
+
+
+@pytest.fixture
+def staff_engine(sessions: async_sessionmaker[DbSession], program: Program,
+                 clock: ManualClock) -> Engine:
+    """The engine with ADMIN as the one admin."""
+    return Engine(sessions, program, clock, admins=frozenset({ADMIN}))
+
+
+@pytest.fixture
+async def clinic(staff_engine: Engine) -> tuple[Patient, Patient, Patient, Patient]:
+    """Two coaches with a patient each: (coach, pam), (other coach, obi)."""
+    coach, code = await coach_named(staff_engine, "coach")
+    other, other_code = await coach_named(staff_engine, "other")
+    pam = await patient_of(staff_engine, code, "pam")
+    obi = await patient_of(staff_engine, other_code, "obi")
+    return coach, pam, other, obi
 
 
 async def coach_named(engine: Engine, name: str) -> tuple[Patient, str]:

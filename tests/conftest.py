@@ -27,6 +27,8 @@ from conversations.program.screening import RED_FLAGS
 from storage.db import create_engine, is_sqlite, migrate, sessionmaker
 from telegram_server import TOKEN, BotApiServer
 
+pytest_plugins = ["clinic"]  # the staff tests' fixtures (tests/clinic.py)
+
 POSTGRES_URL = os.environ.get("KNEECOACH_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(
     not POSTGRES_URL, reason="KNEECOACH_TEST_POSTGRES_URL is not set"))]

@@ -12,18 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conftest import Patient, enrolled
-from conversations.clock import ManualClock
 from conversations.engine import Engine
 from conversations.flows import admin as flow
-from conversations.program.data import Program
 from storage import messages
 from storage.models import AuditLog, Outbox, User
-
-
-@pytest.fixture
-def staff_engine(sessions: async_sessionmaker[DbSession], program: Program,
-                 clock: ManualClock) -> Engine:
-    return Engine(sessions, program, clock, admins=frozenset({ADMIN}))
 
 
 async def _user(sessions: async_sessionmaker[DbSession], name: str) -> User:

@@ -12,22 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conftest import Patient, enrolled
-from conversations.clock import ManualClock
 from conversations.commands import COMMANDS, STAY, command
 from conversations.context import Ctx
 from conversations.engine import Engine
-from conversations.program.data import Program
 from storage.models import AuditLog, ConversationState
 
 ADMIN = ("console", "root")
 STAFF = sorted(name for name, c in COMMANDS.items() if c.role is not None)
 FOR_ENROLLED = sorted(name for name, c in COMMANDS.items() if c.enrolled)
-
-
-@pytest.fixture
-def staff_engine(sessions: async_sessionmaker[DbSession], program: Program,
-                 clock: ManualClock) -> Engine:
-    return Engine(sessions, program, clock, admins=frozenset({ADMIN}))
 
 
 def test_the_guards_are_declared_where_the_commands_are() -> None:

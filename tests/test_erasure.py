@@ -3,24 +3,15 @@ them queued for their coach, not audit entries naming them. Only an erasure even
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conftest import Patient, enrolled
-from conversations.clock import ManualClock
 from conversations.engine import Engine
-from conversations.program.data import Program
 from storage.models import AuditLog, Base, Outbox
 
 ADMIN = ("console", "root")
-
-
-@pytest.fixture
-def staff_engine(sessions: async_sessionmaker[DbSession], program: Program,
-                 clock: ManualClock) -> Engine:
-    return Engine(sessions, program, clock, admins=frozenset({ADMIN}))
 
 
 async def every_row(sessions: async_sessionmaker[DbSession]) -> dict[str, list[str]]:

@@ -29,12 +29,6 @@ ADMIN = ("console", "root")
 BEFORE_TIMEZONE = len(CLEAN_SCREEN) - 3  # answers up to the timezone question
 
 
-@pytest.fixture
-def staff_engine(sessions: async_sessionmaker[DbSession], program: Program,
-                 clock: ManualClock) -> Engine:
-    return Engine(sessions, program, clock, admins=frozenset({ADMIN}))
-
-
 async def _user(sessions: async_sessionmaker[DbSession], user_id: str) -> User | None:
     async with sessions() as db:
         return await db.scalar(select(User).filter_by(channel_user_id=user_id))

@@ -6,35 +6,16 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from clinic import ADMIN, audits, coach_named, patient_of, queued, reply_token, stored
+from clinic import audits, queued, reply_token, stored
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conftest import Patient, enrolled
-from conversations.clock import ManualClock
 from conversations.engine import Engine
 from conversations.flows import messages as flow
 from conversations.messages import ButtonToken
-from conversations.program.data import Program
 from storage.models import Outbox, User
-
-
-@pytest.fixture
-def staff_engine(sessions: async_sessionmaker[DbSession], program: Program,
-                 clock: ManualClock) -> Engine:
-    return Engine(sessions, program, clock, admins=frozenset({ADMIN}))
-
-
-@pytest.fixture
-async def clinic(staff_engine: Engine) -> tuple[Patient, Patient, Patient, Patient]:
-    """Two coaches with a patient each: (coach, pam), (other coach, obi)."""
-    coach, code = await coach_named(staff_engine, "coach")
-    other, other_code = await coach_named(staff_engine, "other")
-    pam = await patient_of(staff_engine, code, "pam")
-    obi = await patient_of(staff_engine, other_code, "obi")
-    return coach, pam, other, obi
 
 
 async def test_a_question_reaches_the_coach_and_the_reply_the_patient_once_each(

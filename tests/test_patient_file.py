@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from clinic import ADMIN, audits, coach_named, patient_of
+from clinic import ADMIN, audits
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -41,22 +41,6 @@ LIMIT = 3000  # the smaller of the platforms' limits (a Slack section); Telegram
 KUJALA_LATER = ("None", "Full weight without pain", "Unlimited", "No difficulty",
                 *CLEAN_SCREEN[KUJALA_AT + 4:KUJALA_AT + 13])
 PAINS = (1, 2, 3, 1, 2, 4, 2)
-
-
-@pytest.fixture
-def staff_engine(sessions: async_sessionmaker[DbSession], program: Program,
-                 clock: ManualClock) -> Engine:
-    return Engine(sessions, program, clock, admins=frozenset({ADMIN}))
-
-
-@pytest.fixture
-async def clinic(staff_engine: Engine) -> tuple[Patient, Patient, Patient, Patient]:
-    """Two coaches with a patient each: (coach, pam), (other coach, obi)."""
-    coach, code = await coach_named(staff_engine, "coach")
-    other, other_code = await coach_named(staff_engine, "other")
-    pam = await patient_of(staff_engine, code, "pam")
-    obi = await patient_of(staff_engine, other_code, "obi")
-    return coach, pam, other, obi
 
 
 async def six_weeks(pam: Patient, coach: Patient, clock: ManualClock) -> None:

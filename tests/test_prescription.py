@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from clinic import ADMIN, audits, coach_named, patient_of
+from clinic import ADMIN, audits
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -27,22 +27,6 @@ from conversations.program.data import Program
 from storage.models import Outbox, PrescriptionChange, ProgramState, ProgressionEvent, User
 
 KNEE_EXT = "Knee extension with the foot turned out"
-
-
-@pytest.fixture
-def staff_engine(sessions: async_sessionmaker[DbSession], program: Program,
-                 clock: ManualClock) -> Engine:
-    return Engine(sessions, program, clock, admins=frozenset({ADMIN}))
-
-
-@pytest.fixture
-async def clinic(staff_engine: Engine) -> tuple[Patient, Patient, Patient, Patient]:
-    """Two coaches with a patient each: (coach, pam), (other coach, obi)."""
-    coach, code = await coach_named(staff_engine, "coach")
-    other, other_code = await coach_named(staff_engine, "other")
-    pam = await patient_of(staff_engine, code, "pam")
-    obi = await patient_of(staff_engine, other_code, "obi")
-    return coach, pam, other, obi
 
 
 async def told(sessions: async_sessionmaker[DbSession], chat_id: str) -> list[str]:

@@ -25,12 +25,6 @@ from storage.repository import Repository
 ADMIN = ("console", "root")
 
 
-@pytest.fixture
-def staff_engine(sessions: async_sessionmaker[DbSession], program: Program,
-                 clock: ManualClock) -> Engine:
-    return Engine(sessions, program, clock, admins=frozenset({ADMIN}))
-
-
 async def _user(sessions: async_sessionmaker[DbSession], user_id: str) -> User:
     async with sessions() as db:
         return (await db.scalars(select(User).filter_by(channel_user_id=user_id))).one()
