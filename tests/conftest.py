@@ -24,6 +24,7 @@ from conversations.engine import Engine
 from conversations.messages import Button, Inbound, Outbound
 from conversations.program.data import Program, load_program
 from conversations.program.screening import RED_FLAGS
+from slack_server import SlackServer
 from storage.db import create_engine, is_sqlite, migrate, sessionmaker
 from telegram_server import TOKEN, BotApiServer
 
@@ -226,6 +227,14 @@ async def enrolled(engine: Engine, user_id: str, worst_pain: str = "4",
     await patient.answer_all(*screen)
     assert "All set" in patient.text, patient.text
     return patient
+
+
+@pytest.fixture
+async def slack_api() -> AsyncIterator[SlackServer]:
+    server = SlackServer()
+    await server.start()
+    yield server
+    await server.stop()
 
 
 @pytest.fixture

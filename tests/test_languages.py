@@ -259,14 +259,6 @@ ENGLISH = re.compile(r"\b(the|your|you|and|is|to|Please|Send|level|pain|knee)\b"
 
 
 @pytest.fixture
-async def slack_api() -> AsyncIterator[SlackServer]:
-    server = SlackServer()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def slack_url(slack_api: SlackServer, engine: Engine) -> AsyncIterator[str]:
     port = free_port()
     channel = SlackChannel(Settings(  # type: ignore[arg-type]

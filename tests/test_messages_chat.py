@@ -100,14 +100,6 @@ async def slack_app(slack_api: SlackServer, sessions: async_sessionmaker[DbSessi
     await channel.stop()
 
 
-@pytest.fixture
-async def slack_api() -> AsyncIterator[SlackServer]:
-    server = SlackServer()
-    await server.start()
-    yield server
-    await server.stop()
-
-
 async def test_a_question_and_its_reply_over_slack(
         slack_api: SlackServer, slack_app: str, sessions: async_sessionmaker[DbSession],
         clock: ManualClock) -> None:

@@ -8,7 +8,6 @@ nothing; and over Telegram the file, its chart and its page buttons arrive and w
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -237,6 +236,19 @@ async def test_long_messages_fill_pages_within_the_limit_and_arrive_whole(
         assert f"from the patient: {n}: {long}" in body.replace("\n", "")
 
 
+async def telegram_coach_and_patient(telegram_api: BotApiServer) -> tuple[Person, Person]:
+    """Over Telegram: the admin (9001) makes 9002 a coach, whose invite 3101 takes and then
+    finishes setting up with."""
+    admin, coach, pam = (Person(telegram_api, n) for n in (9001, 9002, 3101))
+    await coach.say("/start")
+    await admin.say("/grant coach telegram:9002")
+    await coach.say("/invite")
+    code = re.search(r"start=([A-Z0-9]+)", coach.text).group(1)  # type: ignore[union-attr]
+    await pam.say(f"/start {code}")
+    await pam.answer_all(*CLEAN_SCREEN)
+    return coach, pam
+
+
 async def test_the_file_and_its_chart_arrive_over_telegram_and_its_pages_turn(
         telegram_api: BotApiServer, sessions: async_sessionmaker[DbSession], program: Program,
         clock: ManualClock) -> None:
@@ -244,13 +256,7 @@ async def test_the_file_and_its_chart_arrive_over_telegram_and_its_pages_turn(
     channel = TelegramChannel(telegram_settings(telegram_api), engine, poll_timeout=1)
     await channel.start()
     try:
-        admin, coach, pam = (Person(telegram_api, n) for n in (9001, 9002, 3101))
-        await coach.say("/start")
-        await admin.say("/grant coach telegram:9002")
-        await coach.say("/invite")
-        code = re.search(r"start=([A-Z0-9]+)", coach.text).group(1)  # type: ignore[union-attr]
-        await pam.say(f"/start {code}")
-        await pam.answer_all(*CLEAN_SCREEN)
+        coach, pam = await telegram_coach_and_patient(telegram_api)
         await pam.say("/today")
         await pam.press("Done")
         await pam.press("2")
@@ -291,13 +297,7 @@ async def test_a_prescription_over_telegram_is_the_next_prompt_and_today(
     outbox = OutboxSender(sessions, {"telegram": channel.deliverer}, clock, rate=1000)
     await channel.start()
     try:
-        admin, coach, pam = (Person(telegram_api, n) for n in (9001, 9002, 3101))
-        await coach.say("/start")
-        await admin.say("/grant coach telegram:9002")
-        await coach.say("/invite")
-        code = re.search(r"start=([A-Z0-9]+)", coach.text).group(1)  # type: ignore[union-attr]
-        await pam.say(f"/start {code}")
-        await pam.answer_all(*CLEAN_SCREEN)
+        coach, pam = await telegram_coach_and_patient(telegram_api)
         instruction = "Keep the *squats* shallow this week 🦵"
         await coach.say("/level telegram:3101 3")
         await coach.say("/exercise telegram:3101 knee_ext off")
@@ -324,14 +324,6 @@ async def test_a_prescription_over_telegram_is_the_next_prompt_and_today(
         assert KNEE_EXT not in pam.text
     finally:
         await channel.stop()
-
-
-@pytest.fixture
-async def slack_api() -> AsyncIterator[SlackServer]:
-    server = SlackServer()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_the_file_and_a_prescription_over_slack(

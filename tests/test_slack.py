@@ -36,14 +36,6 @@ FIRST_PROMPT_DELAY = timedelta(hours=23, seconds=10)  # clock fixture 14 Jan 08:
 
 
 @pytest.fixture
-async def slack_api() -> AsyncIterator[SlackServer]:
-    server = SlackServer()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def slack_url(slack_api: SlackServer, engine: Engine) -> AsyncIterator[str]:
     """kneecoach's Slack app listening on 127.0.0.1; its /slack/events URL."""
     port = free_port()

@@ -20,14 +20,6 @@ from storage.models import User
 
 
 @pytest.fixture
-async def slack_api() -> AsyncIterator[SlackServer]:
-    server = SlackServer()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def socket_app(slack_api: SlackServer, engine: Engine) -> AsyncIterator[SlackChannel]:
     """kneecoach's Slack app in Socket Mode: no signing secret, no port of its own."""
     channel = SlackChannel(Settings(  # type: ignore[arg-type]
