@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -14,6 +15,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import asyncpg
 from alembic import command
 from alembic.config import Config
@@ -24,6 +26,11 @@ from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -157,7 +164,78 @@ def _private_file(url: str) -> None:
 
 
 
+class _Ran:
+    """What a statement leaves on its cursor for SQLAlchemy to read; the sqlite3 cursor
+    itself was closed in aiosqlite's thread."""
+
+    __slots__ = ("description", "lastrowid", "rowcount")
+
+    def __init__(self, cursor: sqlite3.Cursor | None = None) -> None:
+        self.description = cursor.description if cursor else None
+        self.rowcount = cursor.rowcount if cursor else -1
+        self.lastrowid = cursor.lastrowid if cursor else None
+
+    def close(self) -> None:
+        pass
+
+
+def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: bool
+         ) -> tuple[_Ran, list[Any]]:
+    cursor = connection.cursor()
+    try:
+        if many:
+            cursor.executemany(operation, parameters)
+        else:
+            cursor.execute(operation, parameters or ())
+        return _Ran(cursor), cursor.fetchall() if cursor.description else []
+    finally:
+        cursor.close()
+
+
+class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
+    """A statement, its rows and the cursor's close in one trip to aiosqlite's thread.
+    SQLAlchemy's adapter makes four (open, execute, fetch, close), each a thread hand-off
+    that cost about 65 us here: most of a chat message's database time
+    (bench/telegram_update_cost.py, profiled). aiosqlite's own cursor runs its calls
+    through the same `_execute`."""
+
+    __slots__ = ()
+    _awaitable_cursor_close = False
+
+    def _make_new_cursor(self, connection: Any) -> Any:
+        return _Ran()
+
+    def _aenter_cursor(self, cursor: Any) -> Any:
+        return cursor
+
+    async def _execute_async(self, operation: Any, parameters: Any) -> Any:
+        await self._trip(operation, parameters, many=False)
+
+    async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
+        await self._trip(operation, seq_of_parameters, many=True)
+
+    async def _trip(self, operation: Any, parameters: Any, many: bool) -> None:
+        async with self._adapt_connection._execute_mutex:
+            connection = self._connection
+            ran, rows = await connection._execute(_run, connection._conn, operation,
+                                                  parameters, many)
+        self._cursor = ran
+        self._rows = collections.deque(rows)
+
+
+class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ()
+    _cursor_cls = _OneTripCursor
+
+
+class _OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
+    def connect(self, *arg: Any, **kw: Any) -> _OneTripConnection:
+        return _OneTripConnection(self, super().connect(*arg, **kw)._connection)
+
+
 def _create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    if is_sqlite(url) and make_url(url).get_driver_name() == "aiosqlite":
+        kwargs.setdefault("module", _OneTripDbapi(aiosqlite, sqlite3))
     if is_sqlite(url):
         # Writers queue on SQLite's lock for up to 30 s instead of failing at once. Every
         # session ends its own transaction (commit, or rollback on close), so the pool's extra

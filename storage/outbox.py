@@ -215,11 +215,17 @@ async def mark_failed(db: DbSession, row: Claimed, error: str, parts_sent: int |
                              **_parts(parts_sent)))
 
 
+# Asked after every update that has a reply: built and compiled once.
+_CHAT_WAITING = select(exists().where(
+    _outbox.c.channel == bindparam("channel"), _outbox.c.chat_id == bindparam("chat_id"),
+    _holding(_outbox, bindparam("now"))))
+
+
 async def chat_waiting(db: DbSession, channel: str, chat_id: str, now: datetime) -> bool:
     """Whether the chat has a pending row being retried or in flight: a new message to it
     must queue behind, not overtake."""
-    return bool(await db.scalar(select(exists().where(
-        _outbox.c.channel == channel, _outbox.c.chat_id == chat_id, _holding(_outbox, now)))))
+    return bool(await db.scalar(_CHAT_WAITING,
+                                {"channel": channel, "chat_id": chat_id, "now": now}))
 
 
 async def mark_blocked(db: DbSession, channel: str, chat_id: str, error: str) -> None:

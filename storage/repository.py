@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -28,6 +30,27 @@ from storage.models import (
     Session,
     User,
 )
+
+# Every message anyone sends runs these three statements. Built once with bound parameters,
+# they are compiled once: building them per call was most of a reply's time in Python
+# (bench/telegram_update_cost.py, profiled).
+_FIRST_DELIVERY = {
+    dialect: insert(ProcessedUpdate.__table__)
+    .values(channel=bindparam("channel"), update_id=bindparam("update_id"), at=bindparam("at"))
+    .on_conflict_do_nothing(index_elements=["channel", "update_id"])
+    for dialect, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
+_USER_WITH_STATE = (
+    select(User, ConversationState).outerjoin(ConversationState)
+    .where(User.channel == bindparam("channel"),
+           User.channel_user_id == bindparam("channel_user_id"))
+    .execution_options(populate_existing=True))
+_state = ConversationState.__table__
+_SAVE_STATE = (
+    update(_state)
+    .where(_state.c.user_id == bindparam("of"), _state.c.version == bindparam("expected"))
+    .values(flow=bindparam("to_flow"), step=bindparam("to_step"),
+            answers=bindparam("to_answers"), version=bindparam("to_version"),
+            updated_at=bindparam("at")))
 
 
 class StaleState(Exception):
@@ -61,8 +84,8 @@ class Repository:
         """Record an update id; False if it was handled before (a redelivery). One statement
         on both databases: this runs for every message anyone sends."""
         result = await self.db.execute(
-            upsert(self.db, ProcessedUpdate).values(channel=channel, update_id=update_id, at=now)
-            .on_conflict_do_nothing(index_elements=["channel", "update_id"]))
+            _FIRST_DELIVERY[self.db.get_bind().dialect.name],
+            {"channel": channel, "update_id": update_id, "at": now})
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     # --- users and conversation state ----------------------------------------------------
@@ -74,10 +97,8 @@ class Repository:
     async def user_with_state(self, channel: str, channel_user_id: str
                               ) -> tuple[User, ConversationState] | None:
         """The user and their conversation, in one query: every message starts with this."""
-        row = (await self.db.execute(
-            select(User, ConversationState).outerjoin(ConversationState)
-            .where(User.channel == channel, User.channel_user_id == channel_user_id)
-            .execution_options(populate_existing=True))).first()
+        row = (await self.db.execute(_USER_WITH_STATE, {
+            "channel": channel, "channel_user_id": channel_user_id})).first()
         if row is None:
             return None
         if row[1] is None:
@@ -113,14 +134,9 @@ class Repository:
         """Write the state only if nobody advanced it since it was read; the new version.
         `state` is brought up to date as loaded, so the session writes nothing more."""
         expected = state.version
-        result = await self.db.execute(
-            update(ConversationState)
-            .where(ConversationState.user_id == state.user_id,
-                   ConversationState.version == expected)
-            .values(flow=flow, step=step, answers=answers, version=expected + 1,
-                    updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        result = await self.db.execute(_SAVE_STATE, {
+            "of": state.user_id, "expected": expected, "to_flow": flow, "to_step": step,
+            "to_answers": answers, "to_version": expected + 1, "at": now})
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise StaleState(f"user {state.user_id} moved past version {expected}")
         for key, value in (("flow", flow), ("step", step), ("answers", answers),
