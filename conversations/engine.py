@@ -48,6 +48,11 @@ FLOWS: dict[str, Flow] = {"onboarding": onboarding.FLOW, **session.FLOWS, **acco
                           **broadcast.FLOWS, **progress.FLOWS, **messages.FLOWS}
 
 STALE_BUTTON = i18n.N_("That button belongs to an earlier question, so I ignored it.")
+# Said by a channel adapter itself, outside any conversation: to a group it was added to, and
+# when handling an update failed.
+PRIVATE_ONLY = i18n.N_("I only talk in private chats, to keep your health data private. Open a "
+                       "chat with me directly to start.")
+APOLOGY = i18n.N_("Sorry, something went wrong on my side. Please try again in a moment.")
 RETRY_LIMIT = 3
 DB_PATIENCE = 600.0  # seconds an update is held while the database is unreachable
 
@@ -69,6 +74,12 @@ class Engine:
         self.admins = admins
         # Filled in by channel adapters that can link to the bot (Telegram's deep links).
         self.invite_links: dict[str, str] = {}
+
+    def words(self, message: str, language: str | None) -> str:
+        """One of the messages above in the language the platform gives for the user (the
+        stored choice may be out of reach: the database can be what failed)."""
+        with i18n.speaking(i18n.pick(language, self.default_language)):
+            return i18n._(message)
 
     async def handle(self, inbound: Inbound) -> list[Outbound]:
         """The replies to one update. While the database is unreachable the update is held

@@ -21,14 +21,14 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bot.channels.telegram import APOLOGY, PRIVATE_ONLY, TelegramChannel
+from bot.channels.telegram import TelegramChannel
 from bot.delivery import send_replies, split_text
 from bot.scheduler import Scheduler
 from bot.sender import OutboxSender
 from conftest import CLEAN_SCREEN, SIGNS_AT, WORST_AT, enrolled, telegram_settings
 from conversations.clock import ManualClock
 from conversations.commands import MENU
-from conversations.engine import STALE_BUTTON, Engine
+from conversations.engine import APOLOGY, PRIVATE_ONLY, STALE_BUTTON, Engine
 from conversations.messages import Inbound, Outbound
 from conversations.program.data import Program
 from conversations.program.screening import RED_FLAGS
@@ -200,6 +200,29 @@ async def test_a_message_in_a_group_is_not_handled_and_the_bot_says_so_once(
     await group.say("my knee hurts")
     assert group.new == [] and len(telegram_api.to(-5001)) == 1
     assert await count_users(sessions) == 0  # nothing stored about anyone in the group
+
+
+async def test_the_group_notice_and_the_apology_are_in_the_users_language(
+        telegram_api: BotApiServer, telegram_bot: TelegramChannel,
+        sessions: async_sessionmaker[DbSession]) -> None:
+    telegram_api.languages[1011] = "de"
+    group = Person(telegram_api, 1011, chat_id=-5002, chat_type="group")
+    await group._act(lambda: telegram_api.added_to_group(1011, -5002))
+    assert [m.text for m in group.new] == [
+        "Ich spreche nur in privaten Chats, damit Ihre Gesundheitsdaten privat bleiben. Öffnen "
+        "Sie einen Chat direkt mit mir, um zu beginnen."]
+    telegram_api.languages[1012] = "es"
+    eva = Person(telegram_api, 1012)
+    await eva.say("/start")
+    async with sessions() as db, db.begin():
+        await db.execute(text("ALTER TABLE processed_updates RENAME TO processed_away"))
+    try:
+        await eva.say("Acepto")
+        assert eva.text == ("Lo siento, algo ha fallado por mi parte. Inténtelo de nuevo en un "
+                            "momento.")
+    finally:
+        async with sessions() as db, db.begin():
+            await db.execute(text("ALTER TABLE processed_away RENAME TO processed_updates"))
 
 
 async def test_a_failing_update_gets_an_apology_and_the_bot_keeps_running(

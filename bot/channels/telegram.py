@@ -42,15 +42,12 @@ from bot.media import MediaIds
 from bot.settings import Settings
 from bot.web import WebServer
 from conversations.commands import MENU
-from conversations.engine import Engine
+from conversations.engine import APOLOGY, PRIVATE_ONLY, Engine
 from conversations.i18n import LANGUAGES, SOURCE, _, speaking
 from conversations.messages import Inbound, Outbound
 
 log = logging.getLogger(__name__)
 UPDATES = ["message", "callback_query", "my_chat_member"]
-APOLOGY = "Sorry, something went wrong on my side. Please try again in a moment."
-PRIVATE_ONLY = ("I only talk in private chats, to keep your health data private. Open a chat "
-                "with me directly to start.")
 POLL_PAUSE = 0.5  # seconds between polls while only unconfirmed updates are in hand
 COMMAND_TRIES = 3  # setMyCommands only sets the menu: a short retry, then a warning
 
@@ -293,8 +290,10 @@ class TelegramChannel:
         was_in = change.old_chat_member.status in (ChatMember.MEMBER, ChatMember.ADMINISTRATOR)
         if joined and not was_in:  # said once, when added; group messages are ignored
             try:
-                await self.deliverer.deliver(Outbound(channel="telegram", chat_id=str(chat.id),
-                                                      text=PRIVATE_ONLY))
+                adder = update.effective_user
+                await self.deliverer.deliver(Outbound(
+                    channel="telegram", chat_id=str(chat.id),
+                    text=self.engine.words(PRIVATE_ONLY, adder.language_code if adder else None)))
             except DeliveryError as exc:
                 log.info("could not tell group %s: %s", chat.id, exc)
 
@@ -305,8 +304,10 @@ class TelegramChannel:
         if chat is None or chat.type != ChatType.PRIVATE:
             return
         try:
-            await self.deliverer.deliver(Outbound(channel="telegram", chat_id=str(chat.id),
-                                                  text=APOLOGY))
+            user = update.effective_user if isinstance(update, Update) else None
+            await self.deliverer.deliver(Outbound(
+                channel="telegram", chat_id=str(chat.id),
+                text=self.engine.words(APOLOGY, user.language_code if user else None)))
         except DeliveryError as exc:
             log.info("could not apologise in chat %s: %s", chat.id, exc)
 
