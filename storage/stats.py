@@ -169,15 +169,19 @@ async def compute(db: DbSession, since: date | None, today: date) -> list[Stats]
 async def _read_all(db: DbSession, queries: list[Select[Any]]) -> list[list[Any]]:
     """Run independent queries. On PostgreSQL at once, each over a connection of its own (a
     snapshot each, a moment apart: fine for statistics), so the server works on them in
-    parallel, with room to aggregate 100,000 patients in memory; on SQLite one by one."""
+    parallel, with room to aggregate 100,000 patients in memory; on SQLite one by one.
+    Each runs without parallel workers of its own: those rebuilt the same hash tables in
+    every worker, and with the queries already side by side the cores were taken
+    (bench/stats.py: 0.60 s -> 0.44 s on 2 cores)."""
     engine = db.bind
     if not is_postgres(db) or not isinstance(engine, AsyncEngine):
         return [list(await db.execute(query)) for query in queries]
 
     async def read(query: Select[Any]) -> list[Any]:
         async with engine.connect() as connection:
-            await connection.execute(text("SET LOCAL work_mem = '64MB'"))
-            await connection.execute(text("SET LOCAL jit = off"))
+            await connection.execute(text(
+                "SELECT set_config('work_mem', '64MB', true), set_config('jit', 'off', true), "
+                "set_config('max_parallel_workers_per_gather', '0', true)"))
             return list(await connection.execute(query))
 
     return list(await asyncio.gather(*(read(query) for query in queries)))
