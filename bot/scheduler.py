@@ -48,8 +48,10 @@ class Scheduler:
         async with self._running:
             return await self._tick.run(self.clock.now())
 
-    async def idle(self) -> None:
-        """Return once no tick is running."""
+    async def stop(self) -> None:
+        """Start no more ticks; return once one in progress has ended after the batches in
+        hand. Cancelled instead, it lost the batch under way and logged an error."""
+        self._tick.stopping = True
         async with self._running:
             pass
 
@@ -98,5 +100,8 @@ async def run_worker(settings: Settings, sessions: async_sessionmaker[DbSession]
         await sender.run(stop)
     finally:
         heartbeat.sender_running = False
+        # APScheduler's shutdown cancels a running job: no new tick, the one in progress
+        # ends after its batch, then nothing is left for shutdown to cancel.
+        jobs.pause()
+        await scheduler.stop()
         jobs.shutdown(wait=False)
-        await scheduler.idle()  # a tick in progress commits (or rolls back) before we return

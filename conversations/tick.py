@@ -110,6 +110,9 @@ class Tick:
         self.default_language = default_language
         self._prompts_payloads = _Prompts(program)
         self._days_cache: dict[tuple[datetime, str, str, str], _Days] = {}
+        # Set on shutdown: a run ends after the batches in hand, each committed whole, and
+        # leaves the rest due for the next run (of this worker or another).
+        self.stopping = False
 
     async def run(self, now: datetime) -> TickReport:
         """Queue every check, prompt and weekly summary due at `now`, then the reports of
@@ -118,13 +121,15 @@ class Tick:
         report = TickReport()
 
         async def batches(step: Callable[[datetime, TickReport], Awaitable[bool]]) -> None:
-            while await step(now, report):  # True: a full batch, so there may be more
+            # True: a full batch, so there may be more
+            while not self.stopping and await step(now, report):
                 pass
 
         self._days_cache.clear()  # computed for this run's `now`
         for step in (self._checks, self._prompts, self._summaries, self._tallies, self._prune):
             await asyncio.gather(*(batches(step) for _ in range(self.parallel)))
-        await self._broadcast_reports(now, report)
+        if not self.stopping:
+            await self._broadcast_reports(now, report)
         return report
 
     # --- next-morning checks -------------------------------------------------------------

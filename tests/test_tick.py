@@ -5,12 +5,14 @@ The clock is a ManualClock that the tests move; nothing sleeps waiting for a sch
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import insert, text, update
+from sqlalchemy import event, insert, text, update
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from tick_and_send import (
@@ -268,6 +270,52 @@ async def test_the_worker_ticks_and_sends_until_stopped(
     assert len(platform.received) == 1
     (row,) = await rows(sessions, Outbox)
     assert row.status == "sent"
+
+
+def _when_the_first_prompt_is_queued(sessions: async_sessionmaker[DbSession],
+                                     then: Callable[[], object]) -> None:
+    """Call `then` as the tick writes its first prompt into the outbox: mid-batch."""
+    called: list[bool] = []
+
+    def check(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if not called and statement.lstrip().upper().startswith("INSERT INTO OUTBOX"):
+            called.append(True)
+            then()
+
+    event.listen(sessions.kw["bind"].sync_engine, "before_cursor_execute", check)
+
+
+async def test_a_stop_mid_tick_ends_it_after_the_batch_in_hand_and_the_rest_stays_due(
+        sessions: async_sessionmaker[DbSession], program: Program, clock: ManualClock) -> None:
+    clock.set(FIRST_PROMPT)
+    await add_patients(sessions, 30, FIRST_PROMPT)
+    ticks = scheduler(sessions, program, clock, batch=10)
+    stopped: list[asyncio.Task[None]] = []
+    _when_the_first_prompt_is_queued(
+        sessions, lambda: stopped.append(asyncio.ensure_future(ticks.stop())))
+    assert (await ticks.tick()).prompts == 10  # the batch in hand, committed whole
+    await stopped[0]
+    assert len(await rows(sessions, Outbox)) == 10
+    # The other 20 are still due: the next worker's tick queues them, each once.
+    assert (await scheduler(sessions, program, clock, batch=10).tick()).prompts == 20
+    queued = await rows(sessions, Outbox)
+    assert sorted(r.user_id for r in queued) == sorted({r.user_id for r in queued})
+    assert len(queued) == 30
+
+
+async def test_a_worker_stopped_mid_tick_lets_the_tick_finish_and_logs_no_error(
+        database_url: str, sessions: async_sessionmaker[DbSession], program: Program,
+        clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    clock.set(FIRST_PROMPT)
+    await add_patients(sessions, 30, FIRST_PROMPT)
+    stop = asyncio.Event()
+    _when_the_first_prompt_is_queued(sessions, stop.set)  # as SIGTERM would, mid-tick
+    settings = Settings(database_url=database_url, tick_seconds=3600)
+    await asyncio.wait_for(run_worker(settings, sessions, program, {"console": Platform()},
+                                      clock, stop=stop), 30)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert len(await rows(sessions, Outbox)) == 30  # the tick's batch was not thrown away
 
 
 async def test_a_prompt_already_reported_through_today_is_not_sent(
