@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import stats
-from storage.db import sessionmaker
+from storage.db import create_engine, migrate, sessionmaker
 from storage.models import Outbox, ProgramState, ProgressionEvent, Session, User
 
 TODAY = date(2026, 3, 31)
@@ -150,3 +150,18 @@ async def test_the_grouped_queries_give_the_plain_figures(database: AsyncEngine,
             if not await stats.fold(db, 500):
                 break
     await check()
+
+
+async def test_an_in_memory_database_reads_one_query_at_a_time_with_the_same_figures() -> None:
+    # One in-memory SQLite database is one connection (SQLAlchemy's StaticPool): the queries
+    # that run side by side over connections of their own elsewhere share it, one by one.
+    engine = create_engine("sqlite+aiosqlite:///:memory:")
+    try:
+        await migrate(engine)
+        await _fill(engine, random.Random(3))
+        since = TODAY - timedelta(days=89)
+        async with sessionmaker(engine)() as db:
+            fast = [row.public() for row in await stats.compute(db, since, TODAY)]
+        assert fast == await _plainly(engine, since)
+    finally:
+        await engine.dispose()
