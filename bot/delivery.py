@@ -12,7 +12,6 @@ from typing import Protocol
 from bot import metrics
 from conversations.engine import Engine
 from conversations.messages import Inbound, Outbound
-from storage import outbox
 
 log = logging.getLogger(__name__)
 
@@ -129,18 +128,14 @@ REPLY_WAIT_CAP = 10.0  # seconds; a longer wait is the outbox's job, not the cha
 
 
 async def send_replies(deliverer: Deliverer, engine: Engine, inbound: Inbound,
-                       replies: list[Outbound], behind: bool | None = None) -> None:
+                       replies: list[Outbound], behind: bool) -> None:
     """Send a handler's replies in order, retrying briefly in place from the part that
     failed. What still cannot go is queued in the outbox (the rest with it, to keep the
     order), so no reply is lost; nor does a reply overtake one the outbox holds for the chat
-    (`behind`, as `Engine.handle_behind` read it; None: looked up here).
-    A chat that blocked the bot is marked unreachable."""
+    (`behind`, as `Engine.handle_behind` read it). A chat that blocked the bot is marked
+    unreachable."""
     if not replies:
         return
-    if behind is None:
-        async with engine.sessions() as db:
-            behind = await outbox.chat_waiting(db, inbound.channel, inbound.chat_id,
-                                               engine.clock.now())
     if behind:
         log.info("replies to update %s queued behind the chat's outbox", inbound.update_id)
         await engine.defer(inbound, replies, tried=False)

@@ -597,7 +597,7 @@ async def test_a_long_text_failing_part_way_resumes_at_its_first_unsent_part(
     await send_replies(telegram_bot.deliverer, engine,
                        Inbound(channel="telegram", user_id="1102", chat_id="1102", text="x",
                                update_id="77"),
-                       [Outbound(channel="telegram", chat_id="1102", text=body)])
+                       [Outbound(channel="telegram", chat_id="1102", text=body)], behind=False)
     assert len(telegram_api.to(1102)) == 1  # the first part went; the rest waits in the outbox
     await drain_until_settled(OutboxSender(sessions, {"telegram": telegram_bot.deliverer},
                                            clock, rate=28), clock, sessions)
