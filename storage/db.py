@@ -163,7 +163,6 @@ def _private_file(url: str) -> None:
         pass  # it exists (and keeps the permissions its operator gave it), or SQLite says why
 
 
-
 class _Ran:
     """What a statement leaves on its cursor for SQLAlchemy to read; the sqlite3 cursor
     itself was closed in aiosqlite's thread."""
