@@ -50,9 +50,9 @@ log = logging.getLogger(__name__)
 UPDATES = ["message", "callback_query", "my_chat_member"]
 POLL_PAUSE = 0.5  # seconds between polls while only unconfirmed updates are in hand
 # getUpdates hands out at most 100 from the offset, the unconfirmed ones in hand included.
-# While more than ROOM are unconfirmed, a poll would bring few new updates for many handed
-# out again, so it waits for the updates in hand instead: in a burst, one poll per update
-# was a third of the process's time (bench/telegram_update_cost.py, profiled).
+# While ROOM or more are in hand, a poll would bring few new updates for many handed out
+# again, so it waits for those in hand instead: in a burst, one poll per update was a third
+# of the process's time (bench/telegram_update_cost.py, profiled).
 ROOM = 50
 COMMAND_TRIES = 3  # setMyCommands only sets the menu: a short retry, then a warning
 
@@ -247,13 +247,13 @@ class TelegramChannel:
                 self._in_hand[update.update_id] = task
                 task.add_done_callback(
                     lambda _, uid=update.update_id: self._in_hand.pop(uid, None))
-            # Polling again returns those in hand at once: let one finish, and while too
-            # many are unconfirmed, more, within the pause.
+            # Polling again returns those in hand at once: let one finish, and while ROOM or
+            # more are in hand, more, within the pause.
             pause = asyncio.get_running_loop().time() + POLL_PAUSE
             while self._in_hand and (left := pause - asyncio.get_running_loop().time()) > 0:
                 await asyncio.wait(list(self._in_hand.values()), timeout=left,
                                    return_when=asyncio.FIRST_COMPLETED)
-                if not self._in_hand or self._fetched - min(self._in_hand) < ROOM:
+                if len(self._in_hand) < ROOM:
                     break
 
     # --- updates -------------------------------------------------------------------------
